@@ -1,0 +1,160 @@
+"""`lora-router`: check configs, classify a text, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from .config import RouterConfig, load_config
+from .errors import ConfigError
+from .router import LoraRouter
+
+__all__ = ["check_litellm_config", "main"]
+
+DEMO_QUERIES = (
+    "Explain async/await in JavaScript",
+    "What causes high blood pressure?",
+    "Can my landlord keep the deposit if the contract says nothing?",
+    "How do I fix a segfault in my C++ code?",
+    "Tell me a fun fact about octopuses",
+)
+
+
+def default_config_path(name: str) -> Path:
+    """`name` in the working directory, else the copy embedded in the package."""
+    local = Path(name)
+    return local if local.exists() else Path(str(resources.files(__package__) / "defaults" / name))
+
+
+def check_litellm_config(config: RouterConfig, litellm_path: Path) -> list[str]:
+    """Cross-check: every name the router can pick must be a `model_name` LiteLLM knows."""
+    try:
+        raw = yaml.safe_load(litellm_path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        return [f"{litellm_path}: cannot read: {exc}"]
+    entries = raw.get("model_list") if isinstance(raw, dict) else None
+    if not isinstance(entries, list):
+        return [f"{litellm_path}: model_list: expected a list of models"]
+    names = {e.get("model_name") for e in entries if isinstance(e, dict)}
+    problems = []
+    needed = [(f"model_config.*.loras ({a})", a) for a in sorted(config.adapter_names)]
+    needed += [("default_model", config.default_model), ("auto_model_name", config.auto_model_name)]
+    for where, name in needed:
+        if name not in names:
+            hint = " (the base model, so keys can be granted it)" if where == "auto_model_name" else ""
+            problems.append(f"{litellm_path}: model_list: expected a model_name {name!r} for {where}{hint}")
+    return problems
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    problems = check_litellm_config(config, Path(args.litellm_config)) if args.litellm_config else []
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return 1
+    print(f"{args.config}: OK ({len(config.categories)} categories, {len(config.adapter_names)} adapters)")
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    router = LoraRouter.from_config(args.config)
+    body = {"model": router.config.auto_model_name, "messages": [{"role": "user", "content": args.text}]}
+    routed = asyncio.run(router.route(body))
+    decision = asdict(routed.decision)
+    decision.pop("reasoning")
+    print(json.dumps({**decision, "elapsed_ms": round(routed.elapsed_ms, 3), "error": routed.error}, indent=2))
+    return 0
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .processes import start_proxy, start_standin
+
+    router_config = Path(args.config) if args.config else default_config_path("router_config.yaml")
+    litellm_config = Path(args.litellm_config) if args.litellm_config else default_config_path("litellm_config.yaml")
+    load_config(router_config)  # fail here, with the clear message, before starting anything
+    logs = Path(tempfile.mkdtemp(prefix="lora-router-demo-"))
+    print(f"starting the vLLM stand-in and a LiteLLM proxy (logs in {logs}) ...", flush=True)
+    standin = start_standin(logs)
+    key = "sk-" + secrets.token_hex(16)
+    try:
+        proxy = start_proxy(litellm_config, router_config, standin.url + "/v1", key, logs)
+    except RuntimeError:
+        standin.stop()
+        raise
+    rows = [["query", "category", "adapter", "method", "route ms", "total ms", "vLLM saw"]]
+    try:
+        with httpx.Client(timeout=60, headers={"Authorization": f"Bearer {key}"}) as client:
+            for query in args.queries or DEMO_QUERIES:
+                started = time.perf_counter()
+                response = client.post(proxy.url + "/v1/chat/completions",
+                                       json={"model": "MoM", "messages": [{"role": "user", "content": query}]})
+                total = (time.perf_counter() - started) * 1000
+                response.raise_for_status()
+                h = response.headers
+                seen: list[dict[str, Any]] = client.get(standin.url + "/_devserver/requests").json()
+                rows.append([
+                    query[:48], h.get("x-lora-router-category", "-"), h.get("x-lora-router-adapter", "-"),
+                    h.get("x-lora-router-method", "-") + (f" ({h['x-lora-router-fallback']})" if "x-lora-router-fallback" in h else ""),
+                    h.get("x-lora-router-time-ms", "-"), f"{total:.1f}", seen[-1]["model"],
+                ])
+    finally:
+        proxy.stop()
+        standin.stop()
+    print(_table(rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lora-router", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser("check", help="validate router_config.yaml (and cross-check litellm_config.yaml)")
+    check.add_argument("--config", default="router_config.yaml")
+    check.add_argument("--litellm-config", default=None)
+    check.set_defaults(func=cmd_check)
+
+    classify = sub.add_parser("classify", help="print the routing decision for a text as JSON")
+    classify.add_argument("--config", default="router_config.yaml")
+    classify.add_argument("text")
+    classify.set_defaults(func=cmd_classify)
+
+    demo = sub.add_parser("demo", help="start the vLLM stand-in and a LiteLLM proxy, send queries, print decisions")
+    demo.add_argument("--config", default=None, help="router config (default: ./router_config.yaml or embedded)")
+    demo.add_argument("--litellm-config", default=None)
+    demo.add_argument("queries", nargs="*")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,474 @@
+"""Router configuration: the `router_config.yaml` format of vLLM Semantic Router's LoRA guide.
+
+A file written for that guide loads unchanged. Sections we act on are modelled strictly (unknown
+keys fail at start-up, so `lora_nmae` is caught); sections of vLLM Semantic Router that we do not
+act on are accepted and logged once. Everything is normalised here, once, at load: keywords are
+NFC-normalised, regexes compiled, cross-references checked. Nothing downstream re-checks shapes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import unicodedata
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import ConfigError, ConfigIssue
+
+__all__ = [
+    "AUTO_MODEL_ALIASES",
+    "BUILTIN_REASONING_FAMILIES",
+    "CategoryConfig",
+    "CategoryModelConfig",
+    "ClassifierSection",
+    "KeywordRule",
+    "LoraAdapterConfig",
+    "ModelConfig",
+    "ModelScore",
+    "ReasoningFamily",
+    "RouterConfig",
+    "RouterOptions",
+    "VllmEndpoint",
+    "load_config",
+    "parse_config",
+]
+
+logger = logging.getLogger("litellm_lora_router")
+
+#: Model names that always mean "route this request", besides `auto_model_name`.
+AUTO_MODEL_ALIASES = frozenset({"auto"})
+
+#: Top-level sections of vLLM Semantic Router's config that we accept but do not act on.
+IGNORED_VSR_SECTIONS = frozenset(
+    {
+        "api",
+        "bert_model",
+        "decisions",
+        "embedding_models",
+        "intelligent_routing",
+        "keyword_routing",
+        "observability",
+        "prompt_guard",
+        "router",
+        "semantic_cache",
+        "signals",
+        "strategy",
+        "tools",
+        "vllm_semantic_router",
+    }
+)
+
+
+class _Strict(BaseModel):
+    """Base for sections we own: unknown keys are errors, `model_*` field names are allowed."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), frozen=True)
+
+
+class ReasoningFamily(_Strict):
+    """How a base-model family switches reasoning on: a chat-template flag or an effort string."""
+
+    type: Literal["chat_template_kwargs", "reasoning_effort"]
+    parameter: str
+
+
+#: vLLM Semantic Router's stock families; a config's `reasoning_families` extends or overrides them.
+BUILTIN_REASONING_FAMILIES: dict[str, ReasoningFamily] = {
+    "qwen3": ReasoningFamily(type="chat_template_kwargs", parameter="enable_thinking"),
+    "deepseek": ReasoningFamily(type="chat_template_kwargs", parameter="thinking"),
+    "gpt-oss": ReasoningFamily(type="reasoning_effort", parameter="reasoning_effort"),
+    "gpt": ReasoningFamily(type="reasoning_effort", parameter="reasoning_effort"),
+}
+
+
+class CategoryModelConfig(_Strict):
+    """`classifier.category_model`: a fine-tuned domain classifier directory."""
+
+    model_id: str
+    threshold: float = Field(default=0.6, ge=0.0, le=1.0)
+    use_cpu: bool = True
+    category_mapping_path: str | None = None
+    use_modernbert: bool | None = None  # vLLM Semantic Router key; the model's config decides
+
+
+class ClassifierSection(_Strict):
+    category_model: CategoryModelConfig | None = None
+    mcp_category_model: dict[str, Any] | None = None
+    pii_model: dict[str, Any] | None = None
+    jailbreak_model: dict[str, Any] | None = None
+
+
+class VllmEndpoint(_Strict):
+    name: str
+    address: str
+    port: int = Field(gt=0, lt=65536)
+    weight: int = 1
+    models: list[str] = []
+    health_check_path: str | None = None
+
+
+class LoraAdapterConfig(_Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+
+
+class ModelConfig(_Strict):
+    reasoning_family: str | None = None
+    preferred_endpoints: list[str] = []
+    loras: list[LoraAdapterConfig] = []
+    pii_policy: dict[str, Any] | None = None
+    pricing: dict[str, Any] | None = None
+    param_size: str | None = None
+
+
+class ModelScore(_Strict):
+    model: str
+    lora_name: str | None = None
+    score: float = Field(gt=0)
+    use_reasoning: bool = False
+    reasoning_effort: Literal["low", "medium", "high"] | None = None
+    reasoning_description: str | None = None
+
+    @property
+    def target(self) -> str:
+        """The model name vLLM serves for this entry: the adapter, else the base model."""
+        return self.lora_name or self.model
+
+
+class CategoryConfig(_Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+    system_prompt: str | None = None
+    system_prompt_enabled: bool = True
+    system_prompt_mode: Literal["replace", "insert"] = "replace"
+    mmlu_categories: list[str] = []
+    model_scores: list[ModelScore] = Field(min_length=1)
+    # Per-category switches of vLLM Semantic Router features this plugin does not provide.
+    semantic_cache_enabled: bool | None = None
+    semantic_cache_similarity_threshold: float | None = None
+    jailbreak_enabled: bool | None = None
+    pii_enabled: bool | None = None
+
+    @property
+    def best_score(self) -> ModelScore:
+        """The highest-scoring entry; the first one wins a tie."""
+        return max(self.model_scores, key=lambda entry: entry.score)
+
+
+def normalize_text(text: str, case_sensitive: bool) -> str:
+    """NFC, and casefold unless case matters: the same form for keywords and queries."""
+    text = unicodedata.normalize("NFC", text)
+    return text if case_sensitive else text.casefold()
+
+
+def _is_spaced_word_char(char: str) -> bool:
+    """True for a word character of a script that separates words with spaces.
+
+    Han, kana, Thai and similar scripts write words without spaces, so a keyword in them can
+    only match as a substring; demanding a word boundary there would never match.
+    """
+    if not (char.isalnum() or char == "_"):
+        return False
+    name = unicodedata.name(char, "")
+    return not name.startswith(("CJK", "HIRAGANA", "KATAKANA", "THAI", "LAO", "KHMER", "MYANMAR"))
+
+
+def keyword_pattern(keyword: str) -> str:
+    """A whole-word regex for a literal keyword, correct for `C++`, `.NET`, `café`, `node.js`.
+
+    A boundary is demanded only on a side where the keyword itself ends in a word character,
+    because `\\b` next to `+` or `.` is wrong and Python's `\\w` is Unicode-aware.
+    """
+    left = r"(?<!\w)" if _is_spaced_word_char(keyword[0]) else ""
+    right = r"(?!\w)" if _is_spaced_word_char(keyword[-1]) else ""
+    return f"{left}{re.escape(keyword)}{right}"
+
+
+class KeywordRule(_Strict):
+    """One rule of `keyword_rules`; vLLM Semantic Router also spells `category` as `name`."""
+
+    category: str
+    operator: Literal["AND", "OR", "NOR"] = "OR"
+    keywords: list[str] = Field(min_length=1)
+    case_sensitive: bool = False
+    method: Literal["keyword", "exact", "regex"] = "keyword"
+    _patterns: tuple[re.Pattern[str], ...] = PrivateAttr(default=())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_name(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "name" in value and "category" not in value:
+            value = {("category" if k == "name" else k): v for k, v in value.items()}
+        return value
+
+    @field_validator("operator", mode="before")
+    @classmethod
+    def _upper_operator(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("keywords")
+    @classmethod
+    def _non_empty_keywords(cls, value: list[str]) -> list[str]:
+        if any(not k.strip() for k in value):
+            raise ValueError("non-empty keywords")
+        return value
+
+    def model_post_init(self, context: Any) -> None:
+        if self.method == "regex":
+            flags = 0 if self.case_sensitive else re.IGNORECASE
+            patterns = [re.compile(unicodedata.normalize("NFC", k), flags) for k in self.keywords]
+        else:
+            patterns = [
+                re.compile(keyword_pattern(normalize_text(k, self.case_sensitive)))
+                for k in self.keywords
+            ]
+        self._patterns = tuple(patterns)
+
+    def matches(self, text: str) -> tuple[bool, tuple[str, ...]]:
+        """Whether the rule fires on `text`, and which keywords matched."""
+        subject = (
+            unicodedata.normalize("NFC", text)
+            if self.method == "regex"
+            else normalize_text(text, self.case_sensitive)
+        )
+        found = tuple(k for k, p in zip(self.keywords, self._patterns) if p.search(subject))
+        if self.operator == "OR":
+            return bool(found), found
+        if self.operator == "AND":
+            return len(found) == len(self.keywords), found
+        return not found, ()
+
+
+MethodName = Literal["keyword", "embedding", "domain", "mcp"]
+
+
+class RouterOptions(_Strict):
+    """`lora_router:` — this plugin's own settings, beyond vLLM Semantic Router's keys."""
+
+    classification_timeout_seconds: float = Field(default=0.5, gt=0)
+    classification_order: list[MethodName] = ["keyword", "embedding", "domain", "mcp"]
+    audit_log: bool = True
+
+    @field_validator("classification_order")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each method at most once")
+        return value
+
+
+class RouterConfig(_Strict):
+    """The whole `router_config.yaml`."""
+
+    classifier: ClassifierSection = ClassifierSection()
+    vllm_endpoints: list[VllmEndpoint] = []
+    models: dict[str, ModelConfig] = Field(alias="model_config")
+    default_model: str
+    categories: list[CategoryConfig] = []
+    auto_model_name: str = "MoM"
+    reasoning_families: dict[str, ReasoningFamily] = Field(default={}, validate_default=True)
+    default_reasoning_effort: Literal["low", "medium", "high"] = "high"
+    keyword_rules: list[KeywordRule] = []
+    embedding_rules: list[dict[str, Any]] = []
+    lora_router: RouterOptions = RouterOptions()
+    ignored_sections: dict[str, Any] = {}
+    _source: Path | None = PrivateAttr(default=None)
+
+    model_config = ConfigDict(
+        extra="forbid", protected_namespaces=(), frozen=True, populate_by_name=True
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _set_aside_vsr_sections(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            ignored = {k: v for k, v in value.items() if k in IGNORED_VSR_SECTIONS}
+            value = {k: v for k, v in value.items() if k not in IGNORED_VSR_SECTIONS}
+            value["ignored_sections"] = ignored
+        return value
+
+    @field_validator("reasoning_families")
+    @classmethod
+    def _with_builtins(cls, value: dict[str, ReasoningFamily]) -> dict[str, ReasoningFamily]:
+        return {**BUILTIN_REASONING_FAMILIES, **value}
+
+    @property
+    def source(self) -> Path | None:
+        """The file this config was loaded from, for resolving relative paths."""
+        return self._source
+
+    @property
+    def auto_model_names(self) -> frozenset[str]:
+        return AUTO_MODEL_ALIASES | {self.auto_model_name}
+
+    @property
+    def adapter_names(self) -> frozenset[str]:
+        return frozenset(lora.name for m in self.models.values() for lora in m.loras)
+
+    def category(self, name: str) -> CategoryConfig | None:
+        return next((c for c in self.categories if c.name == name), None)
+
+    def reasoning_family_of(self, base_model: str) -> ReasoningFamily | None:
+        model = self.models.get(base_model)
+        if model is None or model.reasoning_family is None:
+            return None
+        return self.reasoning_families.get(model.reasoning_family)
+
+    def fingerprint(self) -> str:
+        """sha256 of the canonical config: anything that can change a decision changes it."""
+        dumped = self.model_dump(mode="json", by_alias=True, exclude={"ignored_sections"})
+        return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    """('categories', 2, 'model_scores', 0, 'lora_name') -> 'categories[2].model_scores[0].lora_name'."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in ("function-after", "function-before") or str(part).startswith("function-"):
+            continue
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _issue_from_pydantic(error: Any) -> ConfigIssue:
+    loc = tuple(error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return ConfigIssue(_key_path(loc), "a known key (unknown key)", repr(loc[-1]))
+    if kind == "missing":
+        return ConfigIssue(_key_path(loc), "a value (required key is missing)")
+    got = error.get("input")
+    got_text = "" if isinstance(got, dict) else repr(got)
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    return ConfigIssue(_key_path(loc), message[0].lower() + message[1:], got_text)
+
+
+def _cross_reference_issues(config: RouterConfig) -> list[ConfigIssue]:
+    """Checks that span sections: every name used is defined somewhere."""
+    issues: list[ConfigIssue] = []
+    if config.default_model not in config.models:
+        issues.append(
+            ConfigIssue("default_model", "a model defined under model_config", repr(config.default_model))
+        )
+    seen: set[str] = set()
+    for i, category in enumerate(config.categories):
+        if category.name in seen:
+            issues.append(ConfigIssue(f"categories[{i}].name", "a unique category name", repr(category.name)))
+        seen.add(category.name)
+        for j, entry in enumerate(category.model_scores):
+            path = f"categories[{i}].model_scores[{j}]"
+            model = config.models.get(entry.model)
+            if model is None:
+                issues.append(ConfigIssue(f"{path}.model", "a model defined under model_config", repr(entry.model)))
+                continue
+            if entry.lora_name is not None and entry.lora_name not in {lora.name for lora in model.loras}:
+                issues.append(
+                    ConfigIssue(
+                        f"{path}.lora_name",
+                        f"an adapter listed under model_config.{entry.model}.loras",
+                        repr(entry.lora_name),
+                    )
+                )
+    for i, rule in enumerate(config.keyword_rules):
+        if rule.category not in seen:
+            issues.append(ConfigIssue(f"keyword_rules[{i}].category", "a category defined under categories", repr(rule.category)))
+    for name, model in config.models.items():
+        lora_names = [lora.name for lora in model.loras]
+        for dup in sorted({n for n in lora_names if lora_names.count(n) > 1}):
+            issues.append(ConfigIssue(f"model_config.{name}.loras", "unique adapter names", repr(dup)))
+    endpoints = {e.name for e in config.vllm_endpoints}
+    for name, model in config.models.items():
+        for k, endpoint in enumerate(model.preferred_endpoints):
+            if config.vllm_endpoints and endpoint not in endpoints:
+                issues.append(
+                    ConfigIssue(f"model_config.{name}.preferred_endpoints[{k}]", "an endpoint named under vllm_endpoints", repr(endpoint))
+                )
+    return issues
+
+
+def _regex_issues(raw: dict[str, Any]) -> list[ConfigIssue]:
+    """Invalid regexes in `method: regex` rules, reported with their key path."""
+    issues: list[ConfigIssue] = []
+    rules = raw.get("keyword_rules")
+    if not isinstance(rules, list):
+        return issues
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, dict) or rule.get("method") != "regex":
+            continue
+        for j, keyword in enumerate(rule.get("keywords") or []):
+            try:
+                re.compile(str(keyword))
+            except re.error as exc:
+                issues.append(ConfigIssue(f"keyword_rules[{i}].keywords[{j}]", f"a valid regular expression ({exc})", repr(keyword)))
+    return issues
+
+
+def _warn_about(config: RouterConfig, file: str) -> None:
+    for name, model in config.models.items():
+        family = model.reasoning_family
+        if family is not None and family not in config.reasoning_families:
+            logger.warning(
+                "%s: model_config.%s.reasoning_family: %r is not defined under reasoning_families; "
+                "no reasoning parameters will be sent for this model",
+                file, name, family,
+            )
+    for section in config.ignored_sections:
+        logger.info("%s: %s: vLLM Semantic Router section not used by litellm-lora-router; ignored", file, section)
+
+
+def parse_config(raw: Any, file: str = "<config>") -> RouterConfig:
+    """Validate an already-parsed YAML document; every issue is reported at once."""
+    if not isinstance(raw, dict):
+        raise ConfigError(file, [ConfigIssue("", "a mapping of sections", type(raw).__name__)])
+    regex_issues = _regex_issues(raw)
+    if regex_issues:
+        raise ConfigError(file, regex_issues)
+    try:
+        config = RouterConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(file, [_issue_from_pydantic(e) for e in exc.errors()]) from exc
+    issues = _cross_reference_issues(config)
+    if issues:
+        raise ConfigError(file, issues)
+    _warn_about(config, file)
+    return config
+
+
+def load_config(path: str | Path) -> RouterConfig:
+    """Read and validate `router_config.yaml`; raise `ConfigError` naming the file and key paths."""
+    path = Path(path)
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(file, [ConfigIssue("", "a readable file", exc.strerror or str(exc))]) from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "YAML"
+        raise ConfigError(file, [ConfigIssue(where, "valid YAML", str(getattr(exc, "problem", exc)))]) from exc
+    if raw is None:
+        raise ConfigError(file, [ConfigIssue("", "a mapping of sections", "an empty file")])
+    config = parse_config(raw, file)
+    config._source = path.resolve()
+    return config

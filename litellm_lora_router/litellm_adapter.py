@@ -1,0 +1,120 @@
+"""The LiteLLM proxy hooks: the only module that imports LiteLLM.
+
+Use it either way in `litellm_config.yaml`:
+
+    litellm_settings:
+      callbacks: litellm_lora_router.proxy_handler_instance   # config from $LORA_ROUTER_CONFIG
+
+    guardrails:                                               # admins can opt keys out in the UI
+      - guardrail_name: lora-router
+        litellm_params:
+          guardrail: litellm_lora_router.litellm_adapter.LoraRouterHook
+          mode: pre_call
+          default_on: true
+          router_config_path: router_config.yaml
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import Any
+
+from litellm.integrations.custom_guardrail import CustomGuardrail
+from litellm.proxy._types import UserAPIKeyAuth
+from litellm.types.guardrails import GuardrailEventHooks
+
+from .decision import TenantPolicy, fallback_decision
+from .report import audit_line, decision_headers, decision_tags, spend_logs_metadata
+from .rewrite import rewrite_request
+from .router import LoraRouter, Routed
+
+__all__ = ["LoraRouterHook", "proxy_handler_instance"]
+
+logger = logging.getLogger("litellm_lora_router")
+audit_logger = logging.getLogger("litellm_lora_router.audit")
+
+#: Where the decision's headers wait, inside the request's metadata, for the response hook.
+HEADERS_KEY = "lora_router_headers"
+CONFIG_ENV = "LORA_ROUTER_CONFIG"
+ROUTED_CALL_TYPES = frozenset({"completion", "acompletion"})
+
+
+class LoraRouterHook(CustomGuardrail):
+    """Routes `model: MoM` chat requests to a LoRA adapter before LiteLLM picks a deployment."""
+
+    def __init__(
+        self,
+        router_config_path: str | None = None,
+        router: LoraRouter | None = None,
+        guardrail_name: str = "lora-router",
+        event_hook: Any = GuardrailEventHooks.pre_call,
+        default_on: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(guardrail_name=guardrail_name, event_hook=event_hook, default_on=default_on, **kwargs)
+        _ensure_audit_handler()
+        self.router = router or LoraRouter.from_config(router_config_path or os.environ.get(CONFIG_ENV, "router_config.yaml"))
+
+    async def async_pre_call_hook(
+        self, user_api_key_dict: UserAPIKeyAuth, cache: Any, data: dict[str, Any], call_type: str
+    ) -> dict[str, Any] | None:
+        if call_type not in ROUTED_CALL_TYPES or not self.router.is_auto_model(data.get("model")):
+            return None
+        policy = TenantPolicy.from_metadata(user_api_key_dict.metadata, user_api_key_dict.team_metadata)
+        try:
+            routed = await self.router.route(data, policy)
+            rewritten = rewrite_request(data, routed.decision)
+        except Exception as exc:  # the one broad handler: routing never breaks a request
+            logger.exception("lora-router failed; falling back (%s)", type(exc).__name__)
+            routed = Routed(fallback_decision(self.router.config, "error"), 0.0, type(exc).__name__)
+            rewritten = rewrite_request(data, routed.decision)
+        rewritten["metadata"] = _with_decision(data.get("metadata"), routed)
+        if self.router.config.lora_router.audit_log:
+            audit_logger.info(audit_line(routed))
+        return rewritten
+
+    async def async_post_call_response_headers_hook(
+        self,
+        data: dict[str, Any],
+        user_api_key_dict: UserAPIKeyAuth,
+        response: Any,
+        request_headers: dict[str, str] | None = None,
+    ) -> dict[str, str] | None:
+        headers = (data.get("metadata") or {}).get(HEADERS_KEY)
+        return dict(headers) if isinstance(headers, dict) else None
+
+
+def _with_decision(metadata: Any, routed: Routed) -> dict[str, Any]:
+    """Request metadata plus the decision: spend-log fields and tags (kept by LiteLLM's spend
+    log, shown in the UI) and the headers for the response hook."""
+    merged = dict(metadata) if isinstance(metadata, dict) else {}
+    spend = merged.get("spend_logs_metadata")
+    merged["spend_logs_metadata"] = {**(spend if isinstance(spend, dict) else {}), **spend_logs_metadata(routed)}
+    tags = merged.get("tags")
+    merged["tags"] = [*(tags if isinstance(tags, list) else []), *decision_tags(routed)]
+    merged[HEADERS_KEY] = decision_headers(routed)
+    return merged
+
+
+def _ensure_audit_handler() -> None:
+    """Audit lines go to stderr as JSON unless the operator configured a handler of their own."""
+    if not audit_logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        audit_logger.addHandler(handler)
+        audit_logger.setLevel(logging.INFO)
+        audit_logger.propagate = False
+
+
+@functools.cache
+def _default_instance() -> LoraRouterHook:
+    return LoraRouterHook()
+
+
+def __getattr__(name: str) -> Any:
+    """`proxy_handler_instance` is built on first access, so importing this module stays cheap."""
+    if name == "proxy_handler_instance":
+        return _default_instance()
+    raise AttributeError(name)

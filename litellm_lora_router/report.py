@@ -1,0 +1,79 @@
+"""How a decision is shown to callers and operators: headers, spend-log metadata, audit line.
+
+Nothing here carries prompt text.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .router import Routed
+
+__all__ = ["audit_line", "decision_headers", "decision_tags", "spend_logs_metadata"]
+
+
+def decision_headers(routed: Routed) -> dict[str, str]:
+    """`x-lora-router-*`, plus the `x-vsr-selected-*` headers vLLM Semantic Router users know."""
+    d = routed.decision
+    headers = {
+        "x-lora-router-adapter": d.model,
+        "x-lora-router-method": d.method,
+        "x-lora-router-confidence": f"{d.confidence:.4f}",
+        "x-lora-router-time-ms": f"{routed.elapsed_ms:.2f}",
+        "x-vsr-selected-model": d.model,
+        "x-vsr-selected-reasoning": "on" if d.use_reasoning else "off",
+    }
+    if d.category is not None:
+        headers["x-lora-router-category"] = d.category
+        headers["x-vsr-selected-category"] = d.category
+    if d.reason is not None:
+        headers["x-lora-router-fallback"] = d.reason
+    return headers
+
+
+def spend_logs_metadata(routed: Routed) -> dict[str, Any]:
+    """The facts the LiteLLM UI shows with each logged request."""
+    d = routed.decision
+    return {
+        "lora_router_category": d.category,
+        "lora_router_adapter": d.model,
+        "lora_router_method": d.method,
+        "lora_router_confidence": round(d.confidence, 4),
+        "lora_router_fallback": d.reason,
+        "lora_router_reasoning": d.use_reasoning,
+        "lora_router_time_ms": round(routed.elapsed_ms, 2),
+    }
+
+
+def decision_tags(routed: Routed) -> list[str]:
+    """Short tags for filtering spend logs: `lora:<adapter>`, `lora-category:<name>`, ..."""
+    d = routed.decision
+    tags = [f"lora:{d.model}", f"lora-method:{d.method}"]
+    if d.category is not None:
+        tags.append(f"lora-category:{d.category}")
+    if d.reason is not None:
+        tags.append(f"lora-fallback:{d.reason}")
+    return tags
+
+
+def audit_line(routed: Routed) -> str:
+    """One JSON object per decision, for log pipelines; the prompt is never included."""
+    d = routed.decision
+    return json.dumps(
+        {
+            "event": "lora_route",
+            "category": d.category,
+            "adapter": d.model,
+            "base_model": d.base_model,
+            "method": d.method,
+            "confidence": round(d.confidence, 4),
+            "matched_keywords": list(d.matched_keywords),
+            "fallback_reason": d.reason,
+            "error": routed.error,
+            "use_reasoning": d.use_reasoning,
+            "truncated": d.truncated,
+            "time_ms": round(routed.elapsed_ms, 3),
+        },
+        sort_keys=True,
+    )

@@ -1,0 +1,119 @@
+"""`LoraRouter`: text -> classifiers in order, within a time budget -> `Decision`.
+
+Knows nothing of LiteLLM. Routing never raises: breakage, timeouts and low confidence all
+become a fallback `Decision` whose `reason` says what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .classifiers.base import Classification, Classifier
+from .classifiers.keyword import KeywordClassifier
+from .config import RouterConfig, load_config
+from .decision import Decision, TenantPolicy, fallback_decision, select_adapter
+from .messages import text_to_classify
+
+__all__ = ["LoraRouter", "Routed"]
+
+logger = logging.getLogger("litellm_lora_router")
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """A decision plus what it cost; `error` names the exception class when a method broke."""
+
+    decision: Decision
+    elapsed_ms: float
+    error: str | None = None
+
+
+class LoraRouter:
+    """Holds the config and the classifiers built from it; one instance per proxy process."""
+
+    def __init__(self, config: RouterConfig, classifiers: Sequence[Classifier]) -> None:
+        self.config = config
+        self.classifiers = tuple(classifiers)
+
+    @classmethod
+    def from_config(cls, config: RouterConfig | str | Path) -> LoraRouter:
+        """Build the classifiers the config asks for, in `lora_router.classification_order`."""
+        if not isinstance(config, RouterConfig):
+            config = load_config(config)
+        available: dict[str, Classifier] = {}
+        if config.keyword_rules:
+            available["keyword"] = KeywordClassifier(config.keyword_rules)
+        for method in ("embedding", "domain", "mcp"):
+            if _configured(config, method):
+                logger.warning("%s: the %s classifier is not available in this release; skipped", config.source, method)
+        ordered = [available[m] for m in config.lora_router.classification_order if m in available]
+        return cls(config, ordered)
+
+    def is_auto_model(self, model: Any) -> bool:
+        return isinstance(model, str) and model in self.config.auto_model_names
+
+    async def classify(self, text: str) -> tuple[Classification | None, str | None]:
+        """The first confident result in method order, or (last no-match, error class name)."""
+        budget = self.config.lora_router.classification_timeout_seconds
+        deadline = time.monotonic() + budget
+        last: Classification | None = None
+        error: str | None = None
+        for classifier in self.classifiers:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                error = error or "ClassifierTimeout"
+                break
+            try:
+                [result] = await asyncio.wait_for(classifier.classify([text]), remaining)
+            except TimeoutError:
+                logger.warning("%s classifier ran past its %.3fs budget", classifier.method, budget)
+                error = error or "ClassifierTimeout"
+                continue
+            except Exception as exc:  # a broken classifier must not break the request
+                logger.warning("%s classifier failed: %s", classifier.method, type(exc).__name__)
+                error = error or type(exc).__name__
+                continue
+            if result.category is not None:
+                return result, None
+            last = result
+        return last, error
+
+    async def route(self, request: dict[str, Any], policy: TenantPolicy = TenantPolicy()) -> Routed:
+        """Decide where an auto-model request goes. Never raises."""
+        started = time.perf_counter()
+        if not policy.enabled:
+            decision = Decision(model=self.config.auto_model_name, method="fallback",
+                                base_model=self.config.auto_model_name, reason="routing_disabled")
+            return Routed(decision, _ms_since(started))
+        text = text_to_classify(request.get("messages"))
+        if not text:
+            return Routed(fallback_decision(self.config, "no_text"), _ms_since(started))
+        classification, error = await self.classify(text)
+        if classification is not None and classification.category is not None:
+            decision = select_adapter(self.config, classification, policy)
+        elif error == "ClassifierTimeout":
+            decision = fallback_decision(self.config, "timeout", classification)
+        elif error is not None:
+            decision = fallback_decision(self.config, "classifier_error", classification)
+        else:
+            decision = select_adapter(self.config, classification, policy)
+        return Routed(decision, _ms_since(started), error)
+
+
+def _configured(config: RouterConfig, method: str) -> bool:
+    if method == "embedding":
+        return bool(config.embedding_rules)
+    if method == "domain":
+        return config.classifier.category_model is not None
+    mcp = config.classifier.mcp_category_model
+    return bool(mcp and mcp.get("enabled"))
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0

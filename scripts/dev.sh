@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install everything into ./.venv (once per pyproject change), then run the demo or the tests.
+#   bash scripts/dev.sh demo [queries...]
+#   bash scripts/dev.sh test [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+# shellcheck disable=SC1091
+. .venv/bin/activate
+stamp=".venv/.installed-$(cat pyproject.toml scripts/dev.sh | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  python -m pip install -q --upgrade pip
+  # torch first: this exact version is the CPU build on the machine's disk (any other spec pulls CUDA).
+  python -m pip install -q torch==2.13.0
+  python -m pip install -q -e '.[test]'
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
+
+export LITELLM_LOCAL_MODEL_COST_MAP=True HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+cmd="${1:-test}"
+shift || true
+case "$cmd" in
+  demo) exec lora-router demo "$@" ;;
+  test) exec python -m pytest -q "$@" ;;
+  *) echo "usage: bash scripts/dev.sh demo|test [args]" >&2; exit 2 ;;
+esac

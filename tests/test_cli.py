@@ -1,0 +1,43 @@
+"""`lora-router check` and `classify`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from litellm_lora_router.cli import main
+
+from .conftest import DEFAULT_LITELLM_CONFIG, DEFAULT_ROUTER_CONFIG
+
+
+def test_check_default_configs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--config", str(DEFAULT_ROUTER_CONFIG), "--litellm-config", str(DEFAULT_LITELLM_CONFIG)]) == 0
+    assert "OK (4 categories, 3 adapters)" in capsys.readouterr().out
+
+
+def test_check_reports_missing_model_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = yaml.safe_load(DEFAULT_LITELLM_CONFIG.read_text())
+    raw["model_list"] = [m for m in raw["model_list"] if m["model_name"] not in ("MoM", "legal-lora")]
+    path = tmp_path / "litellm_config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["check", "--config", str(DEFAULT_ROUTER_CONFIG), "--litellm-config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: model_list: expected a model_name 'legal-lora'" in err
+    assert "expected a model_name 'MoM' for auto_model_name (the base model" in err
+
+
+def test_check_reports_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "router_config.yaml"
+    path.write_text(DEFAULT_ROUTER_CONFIG.read_text().replace("score: 0.8", "score: -1"))
+    assert main(["check", "--config", str(path)]) == 1
+    assert f"{path}: categories[3].model_scores[0].score: expected input should be greater than 0" in capsys.readouterr().err
+
+
+def test_classify_prints_the_decision(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["classify", "--config", str(DEFAULT_ROUTER_CONFIG), "Explain async/await in JavaScript"]) == 0
+    decision = json.loads(capsys.readouterr().out)
+    assert decision["model"] == "technical-lora" and decision["method"] == "keyword"
+    assert decision["category"] == "technical" and decision["reason"] is None

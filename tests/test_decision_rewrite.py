@@ -1,0 +1,191 @@
+"""`select_adapter` and `rewrite_request`: pure functions, tested without LiteLLM."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+import yaml
+
+from litellm_lora_router import (
+    Classification,
+    LoraRouter,
+    TenantPolicy,
+    parse_config,
+    rewrite_request,
+    select_adapter,
+    text_to_classify,
+)
+from litellm_lora_router.classifiers import KeywordClassifier
+
+from .conftest import DEFAULT_ROUTER_CONFIG
+
+QWEN = {
+    "model_config": {
+        "qwen3-8b": {"reasoning_family": "qwen3", "loras": [{"name": "code-lora"}, {"name": "math-lora"}]},
+        "gpt-oss-20b": {"reasoning_family": "gpt-oss", "loras": [{"name": "law-lora"}]},
+    },
+    "default_model": "qwen3-8b",
+    "categories": [
+        {"name": "code", "system_prompt": "You code.", "system_prompt_mode": "insert",
+         "model_scores": [
+             {"model": "qwen3-8b", "lora_name": "math-lora", "score": 0.5},
+             {"model": "qwen3-8b", "lora_name": "code-lora", "score": 0.9, "use_reasoning": True},
+             {"model": "qwen3-8b", "score": 0.9},
+         ]},
+        {"name": "law", "model_scores": [{"model": "gpt-oss-20b", "lora_name": "law-lora", "score": 1, "use_reasoning": True}]},
+        {"name": "chat", "system_prompt": "Be nice.", "model_scores": [{"model": "qwen3-8b", "score": 1}]},
+    ],
+    "keyword_rules": [{"category": "code", "keywords": ["python"]}, {"category": "law", "keywords": ["contract"]}],
+}
+
+
+def config(raw: dict[str, Any] | None = None):  # type: ignore[no-untyped-def]
+    return parse_config(copy.deepcopy(raw or QWEN))
+
+
+def hit(category: str, method: str = "keyword", confidence: float = 1.0) -> Classification:
+    return Classification(category, confidence, method)
+
+
+def test_highest_score_wins_first_on_ties() -> None:
+    decision = select_adapter(config(), hit("code"))
+    assert (decision.model, decision.lora_name, decision.base_model) == ("code-lora", "code-lora", "qwen3-8b")
+    assert decision.use_reasoning and decision.reasoning_effort == "high"  # default_reasoning_effort
+    assert decision.reasoning is not None and decision.reasoning.parameter == "enable_thinking"
+
+
+def test_entry_without_lora_targets_the_base_model() -> None:
+    decision = select_adapter(config(), hit("chat"))
+    assert decision.model == "qwen3-8b" and decision.lora_name is None and not decision.use_reasoning
+
+
+@pytest.mark.parametrize(("classification", "reason"), [
+    (None, "no_match"),
+    (Classification.no_match("keyword"), "no_match"),
+    (Classification.no_match("domain", 0.3, candidate="code"), "low_confidence"),
+    (hit("astronomy"), "unknown_category"),
+])
+def test_fallbacks_carry_a_reason(classification: Classification | None, reason: str) -> None:
+    decision = select_adapter(config(), classification)
+    assert (decision.model, decision.method, decision.reason) == ("qwen3-8b", "fallback", reason)
+
+
+def test_allowed_adapters_filter_before_scoring() -> None:
+    only_math = TenantPolicy(allowed_adapters=frozenset({"math-lora"}))
+    assert select_adapter(config(), hit("code"), only_math).model == "qwen3-8b"  # best allowed: the base entry
+    nothing = TenantPolicy(allowed_adapters=frozenset())
+    assert select_adapter(config(), hit("law"), nothing).reason == "adapter_not_allowed"
+
+
+def test_tenant_policy_key_overrides_team() -> None:
+    team = {"lora_router": {"enabled": False, "allowed_adapters": ["a"]}}
+    assert TenantPolicy.from_metadata(None, team) == TenantPolicy(False, frozenset({"a"}))
+    assert TenantPolicy.from_metadata({"lora_router": {"enabled": True}}, team) == TenantPolicy(True, frozenset({"a"}))
+    assert TenantPolicy.from_metadata({"lora_router": {"allowed_adapters": ["b"]}}, team).allowed_adapters == {"b"}
+    assert TenantPolicy.from_metadata({}, {}) == TenantPolicy()
+
+
+def test_text_to_classify() -> None:
+    assert text_to_classify([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                             {"role": "user", "content": "c"}]) == "c"
+    parts = [{"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "x"}}, {"type": "text", "text": "here"}]
+    assert text_to_classify([{"role": "user", "content": parts}]) == "look\nhere"
+    assert text_to_classify([{"role": "system", "content": "sys"}, {"role": "user", "content": [{"type": "image_url"}]}]) == "sys"
+    assert text_to_classify(None) == ""
+
+
+def request(*messages: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"model": "MoM", "messages": list(messages), **extra}
+
+
+def test_rewrite_is_pure_and_sets_model_prompt_reasoning() -> None:
+    original = request({"role": "user", "content": "python?"}, chat_template_kwargs={"foo": 1})
+    snapshot = copy.deepcopy(original)
+    out = rewrite_request(original, select_adapter(config(), hit("code")))
+    assert original == snapshot
+    assert out["model"] == "code-lora"
+    assert out["messages"][0] == {"role": "system", "content": "You code."}
+    assert out["chat_template_kwargs"] == {"foo": 1, "enable_thinking": True}
+    off = rewrite_request(request({"role": "user", "content": "hi"}), select_adapter(config(), hit("chat")))
+    assert off["chat_template_kwargs"] == {"enable_thinking": False}
+
+
+def test_reasoning_effort_family() -> None:
+    raw = copy.deepcopy(QWEN)
+    raw["categories"][1]["model_scores"][0]["reasoning_effort"] = "low"
+    out = rewrite_request(request({"role": "user", "content": "x"}), select_adapter(config(raw), hit("law")))
+    assert out["reasoning_effort"] == "low" and "chat_template_kwargs" not in out
+
+
+def test_unknown_family_sends_no_reasoning_fields() -> None:
+    guide = parse_config(yaml.safe_load(DEFAULT_ROUTER_CONFIG.read_text()))
+    out = rewrite_request(request({"role": "user", "content": "x"}), select_adapter(guide, hit("technical")))
+    assert out["model"] == "technical-lora"
+    assert "chat_template_kwargs" not in out and "reasoning_effort" not in out
+
+
+def test_system_prompt_insert_string_and_array() -> None:
+    decision = select_adapter(config(), hit("code"))
+    out = rewrite_request(request({"role": "system", "content": "Be brief."}, {"role": "user", "content": "q"}), decision)
+    assert out["messages"] == [{"role": "system", "content": "You code.\n\nBe brief."}, {"role": "user", "content": "q"}]
+    array = [{"type": "text", "text": "Be brief."}]
+    out = rewrite_request(request({"role": "user", "content": "q"}, {"role": "system", "content": array}), decision)
+    assert out["messages"][1] == {"role": "system", "content": [{"type": "text", "text": "You code."}, *array]}
+    assert len(out["messages"]) == 2
+
+
+def test_system_prompt_replace_keeps_position_and_count() -> None:
+    decision = select_adapter(config(), hit("chat"))
+    msgs = [{"role": "user", "content": "a"}, {"role": "system", "content": [{"type": "text", "text": "old"}]},
+            {"role": "user", "content": "b"}]
+    out = rewrite_request(request(*msgs), decision)
+    assert out["messages"] == [msgs[0], {"role": "system", "content": "Be nice."}, msgs[2]]
+
+
+def test_fallback_changes_only_the_model() -> None:
+    body = request({"role": "user", "content": "q"}, temperature=0.1)
+    out = rewrite_request(body, select_adapter(config(), None))
+    assert out == {**body, "model": "qwen3-8b"}
+
+
+class Raising:
+    method = "domain"
+
+    async def classify(self, texts: Sequence[str]) -> list[Classification]:
+        raise RuntimeError("model exploded")
+
+
+class Hanging:
+    method = "embedding"
+
+    async def classify(self, texts: Sequence[str]) -> list[Classification]:
+        await asyncio.sleep(30)
+        return []
+
+
+async def test_router_falls_back_on_error_and_timeout() -> None:
+    raw = copy.deepcopy(QWEN)
+    raw["lora_router"] = {"classification_timeout_seconds": 0.05}
+    cfg = config(raw)
+    body = request({"role": "user", "content": "no keywords here"})
+    routed = await LoraRouter(cfg, [Raising()]).route(body)
+    assert routed.decision.reason == "classifier_error" and routed.error == "RuntimeError"
+    routed = await LoraRouter(cfg, [Hanging()]).route(body)
+    assert routed.decision.reason == "timeout" and routed.decision.model == "qwen3-8b"
+    # a later method still wins when an earlier one broke
+    routed = await LoraRouter(cfg, [Raising(), KeywordClassifier(cfg.keyword_rules)]).route(
+        request({"role": "user", "content": "python"}))
+    assert routed.decision.model == "code-lora"
+
+
+async def test_router_disabled_and_no_text() -> None:
+    router = LoraRouter.from_config(config())
+    routed = await router.route(request({"role": "user", "content": "python"}), TenantPolicy(enabled=False))
+    assert (routed.decision.model, routed.decision.reason) == ("MoM", "routing_disabled")
+    routed = await router.route(request())
+    assert routed.decision.reason == "no_text"
+    assert router.is_auto_model("auto") and router.is_auto_model("MoM") and not router.is_auto_model("code-lora")

@@ -1,0 +1,135 @@
+"""The proxy with other configs: reasoning families, guardrail mode, audit log, broken config."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from litellm_lora_router.processes import free_port, proxy_env, start_standin
+
+from .conftest import DEFAULT_LITELLM_CONFIG, DEFAULT_ROUTER_CONFIG, Proxy, StandIn, launch_proxy, new_master_key
+from .test_decision_rewrite import QWEN
+
+
+def hosted(name: str, api_base: str) -> dict[str, object]:
+    return {"model_name": name, "litellm_params": {"model": f"hosted_vllm/{name}", "api_base": api_base}}
+
+
+@pytest.fixture(scope="module")
+def reasoning_setup(tmp_path_factory: pytest.TempPathFactory, logs_dir: Path) -> Iterator[tuple[Proxy, StandIn, StandIn]]:
+    """Two vLLM servers: a qwen3 base (chat_template_kwargs) and a gpt-oss base (reasoning_effort)."""
+    qwen = StandIn(start_standin(logs_dir, "qwen3-8b", ["code-lora", "math-lora"]))
+    oss = StandIn(start_standin(logs_dir, "gpt-oss-20b", ["law-lora"]))
+    tmp = tmp_path_factory.mktemp("reasoning")
+    raw = json.loads(json.dumps(QWEN))
+    raw["categories"][1]["model_scores"][0]["reasoning_effort"] = "medium"
+    (tmp / "router.yaml").write_text(yaml.safe_dump(raw))
+    litellm_config = {
+        "model_list": [
+            {**hosted("qwen3-8b", qwen.api_base), "model_name": "MoM"},
+            hosted("qwen3-8b", qwen.api_base), hosted("code-lora", qwen.api_base), hosted("math-lora", qwen.api_base),
+            hosted("gpt-oss-20b", oss.api_base), hosted("law-lora", oss.api_base),
+        ],
+        "litellm_settings": {"callbacks": "litellm_lora_router.proxy_handler_instance"},
+        "general_settings": {"master_key": "os.environ/LITELLM_MASTER_KEY"},
+    }
+    (tmp / "litellm.yaml").write_text(yaml.safe_dump(litellm_config))
+    proxy = launch_proxy(qwen, logs_dir, router_config=tmp / "router.yaml", litellm_config=tmp / "litellm.yaml")
+    yield proxy, qwen, oss
+    for service in (proxy.service, qwen.service, oss.service):
+        service.stop()
+
+
+def test_chat_template_kwargs_reach_vllm_merged(reasoning_setup: tuple[Proxy, StandIn, StandIn]) -> None:
+    proxy, qwen, _ = reasoning_setup
+    qwen.clear()
+    body = {"model": "MoM", "messages": [{"role": "user", "content": "python decorators?"}],
+            "chat_template_kwargs": {"custom": "kept"}}
+    response = proxy.chat(body)
+    assert response.status_code == 200, response.text
+    [received] = qwen.received()
+    assert received["model"] == "code-lora"
+    assert received["chat_template_kwargs"] == {"custom": "kept", "enable_thinking": True}
+    assert received["messages"][0] == {"role": "system", "content": "You code."}
+    assert response.headers["x-vsr-selected-reasoning"] == "on"
+
+
+def test_reasoning_off_is_sent_as_false(reasoning_setup: tuple[Proxy, StandIn, StandIn]) -> None:
+    proxy, qwen, _ = reasoning_setup
+    qwen.clear()
+    # no keyword matches: fallback to the default model, untouched
+    response = proxy.chat({"model": "auto", "messages": [{"role": "user", "content": "hello"}]})
+    assert response.status_code == 200, response.text
+    [received] = qwen.received()
+    assert received["model"] == "qwen3-8b" and "chat_template_kwargs" not in received
+    assert response.headers["x-vsr-selected-reasoning"] == "off"
+
+
+def test_reasoning_effort_reaches_vllm(reasoning_setup: tuple[Proxy, StandIn, StandIn]) -> None:
+    proxy, _, oss = reasoning_setup
+    oss.clear()
+    response = proxy.chat({"model": "MoM", "messages": [{"role": "user", "content": "is this contract valid?"}]})
+    assert response.status_code == 200, response.text
+    [received] = oss.received()
+    assert received["model"] == "law-lora"
+    assert received["reasoning_effort"] == "medium"
+
+
+@pytest.fixture(scope="module")
+def guardrail_proxy(standin: StandIn, logs_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    """The same class configured as a `guardrails:` entry with a router_config_path parameter."""
+    raw = yaml.safe_load(DEFAULT_LITELLM_CONFIG.read_text())
+    del raw["litellm_settings"]
+    raw["guardrails"] = [{
+        "guardrail_name": "lora-router",
+        "litellm_params": {
+            "guardrail": "litellm_lora_router.litellm_adapter.LoraRouterHook",
+            "mode": "pre_call",
+            "default_on": True,
+            "router_config_path": str(DEFAULT_ROUTER_CONFIG),
+        },
+    }]
+    path = tmp_path_factory.mktemp("guardrail") / "litellm.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    proxy = launch_proxy(standin, logs_dir, router_config=Path("/nonexistent.yaml"), litellm_config=path)
+    yield proxy
+    proxy.service.stop()
+
+
+def test_guardrail_mode_routes(guardrail_proxy: Proxy, standin: StandIn) -> None:
+    standin.clear()
+    response = guardrail_proxy.chat({"model": "MoM", "messages": [{"role": "user", "content": "What causes high blood pressure?"}]})
+    assert response.status_code == 200, response.text
+    assert standin.received()[0]["model"] == "medical-lora"
+    assert response.headers["x-lora-router-adapter"] == "medical-lora"
+
+
+def test_audit_line_is_json_without_prompt(proxy: Proxy, standin: StandIn) -> None:
+    secret = "Explain async/await in JavaScript for project zebra-7731"
+    assert proxy.chat({"model": "MoM", "messages": [{"role": "user", "content": secret}]}).status_code == 200
+    lines = [json.loads(line) for line in proxy.service.log().splitlines() if line.startswith('{"adapter"')]
+    assert lines, proxy.service.log()[-2000:]
+    last = lines[-1]
+    assert last["event"] == "lora_route" and last["adapter"] == "technical-lora" and last["method"] == "keyword"
+    assert "javascript" in last["matched_keywords"] and last["time_ms"] >= 0
+    assert "zebra-7731" not in proxy.service.log()
+
+
+def test_broken_router_config_fails_startup_with_clear_message(tmp_path: Path) -> None:
+    bad = tmp_path / "router_config.yaml"
+    bad.write_text(DEFAULT_ROUTER_CONFIG.read_text().replace('lora_name: "technical-lora"', 'lora_name: "tech-lora"'))
+    env = proxy_env(bad, "http://127.0.0.1:9/v1", new_master_key())
+    litellm_cli = str(Path(sys.executable).parent / "litellm")
+    result = subprocess.run(
+        [litellm_cli, "--config", str(DEFAULT_LITELLM_CONFIG), "--host", "127.0.0.1", "--port", str(free_port())],
+        env={**__import__("os").environ, **env}, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert (f"{bad}: categories[0].model_scores[0].lora_name: expected an adapter listed under "
+            "model_config.llama2-7b.loras, got 'tech-lora'") in result.stdout + result.stderr
