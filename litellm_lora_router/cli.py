@@ -106,10 +106,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except RuntimeError:
         standin.stop()
         raise
-    rows = [["query", "category", "adapter", "method", "route ms", "total ms", "vLLM saw"]]
+    rows = [["query", "category", "adapter", "method", "cache", "route ms", "total ms", "vLLM saw"]]
+    queries = list(args.queries or DEMO_QUERIES)
     try:
         with httpx.Client(timeout=60, headers={"Authorization": f"Bearer {key}"}) as client:
-            for query in args.queries or DEMO_QUERIES:
+            for query in queries + queries[:2]:  # the repeats are answered from the classification cache
                 started = time.perf_counter()
                 response = client.post(proxy.url + "/v1/chat/completions",
                                        json={"model": "MoM", "messages": [{"role": "user", "content": query}]})
@@ -120,12 +121,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 rows.append([
                     query[:48], h.get("x-lora-router-category", "-"), h.get("x-lora-router-adapter", "-"),
                     h.get("x-lora-router-method", "-") + (f" ({h['x-lora-router-fallback']})" if "x-lora-router-fallback" in h else ""),
-                    h.get("x-lora-router-time-ms", "-"), f"{total:.1f}", seen[-1]["model"],
+                    h.get("x-lora-router-cache", "-"), h.get("x-lora-router-time-ms", "-"), f"{total:.1f}",
+                    seen[-1]["model"],
                 ])
     finally:
         proxy.stop()
         standin.stop()
     print(_table(rows))
+    caches = [row[4] for row in rows[1:]]
+    print(f"\nclassification cache: {caches.count('hit')} hits, {caches.count('miss')} misses "
+          f"(in-process; set classification_cache.redis_url to share it across replicas)")
     return 0
 
 

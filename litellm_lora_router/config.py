@@ -32,6 +32,7 @@ from .errors import ConfigError, ConfigIssue
 __all__ = [
     "AUTO_MODEL_ALIASES",
     "BUILTIN_REASONING_FAMILIES",
+    "CacheConfig",
     "CategoryConfig",
     "CategoryModelConfig",
     "ClassifierSection",
@@ -253,6 +254,19 @@ class KeywordRule(_Strict):
         return not found, ()
 
 
+class CacheConfig(_Strict):
+    """`classification_cache:` in router_config.yaml (`REDIS_URL` is the fallback for `redis_url`)."""
+
+    enabled: bool = True
+    redis_url: str | None = None
+    ttl_seconds: float = Field(default=3600, gt=0)
+    key_prefix: str = "lora-router"
+    local_max_entries: int = Field(default=4096, ge=0)
+    timeout_seconds: float = Field(default=0.05, gt=0)
+    breaker_failures: int = Field(default=3, ge=1)
+    breaker_reset_seconds: float = Field(default=5.0, gt=0)
+
+
 MethodName = Literal["keyword", "embedding", "domain", "mcp"]
 
 
@@ -285,6 +299,7 @@ class RouterConfig(_Strict):
     keyword_rules: list[KeywordRule] = []
     embedding_rules: list[dict[str, Any]] = []
     lora_router: RouterOptions = RouterOptions()
+    classification_cache: CacheConfig = CacheConfig()
     ignored_sections: dict[str, Any] = {}
     _source: Path | None = PrivateAttr(default=None)
 

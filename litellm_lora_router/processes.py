@@ -10,14 +10,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import httpx
 
-__all__ = ["Service", "free_port", "start_service", "start_proxy", "start_standin"]
+__all__ = ["Service", "free_port", "start_proxy", "start_redis", "start_service", "start_standin"]
 
 
 def free_port() -> int:
@@ -48,17 +48,38 @@ class Service:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def http_ready(url: str) -> Callable[[], bool]:
+    def ready() -> bool:
+        try:
+            return httpx.get(url, timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return ready
+
+
+def tcp_ready(port: int) -> Callable[[], bool]:
+    def ready() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    return ready
+
+
 def start_service(
     name: str,
     command: Sequence[str],
     url: str,
-    health_path: str,
+    ready: Callable[[], bool],
     log_dir: Path,
     env: Mapping[str, str] | None = None,
     timeout_s: float = 90.0,
     cwd: Path | None = None,
 ) -> Service:
-    """Start `command` and wait until `url + health_path` answers 200; raise with its log if not."""
+    """Start `command` and wait until `ready()`; raise with the process's log if it never is."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     log: IO[bytes] = log_path.open("wb")
@@ -70,12 +91,9 @@ def start_service(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{name} exited with {process.returncode}:\n{service.log()[-4000:]}")
-        try:
-            if httpx.get(url + health_path, timeout=1.0).status_code == 200:
-                return service
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
+        if ready():
+            return service
+        time.sleep(0.1)
     service.stop()
     raise RuntimeError(f"{name} did not start within {timeout_s}s:\n{service.log()[-4000:]}")
 
@@ -89,7 +107,15 @@ def start_standin(
         sys.executable, "-m", "litellm_lora_router.devserver", base_model, "--enable-lora", "--port", str(port),
         "--lora-modules", *(f"{name}=/adapters/{name}" for name in adapters),
     ]
-    return start_service(f"vllm-standin-{port}", command, f"http://127.0.0.1:{port}", "/health", log_dir)
+    url = f"http://127.0.0.1:{port}"
+    return start_service(f"vllm-standin-{port}", command, url, http_ready(url + "/health"), log_dir)
+
+
+def start_redis(log_dir: Path, port: int | None = None) -> Service:
+    """A throwaway `redis-server` on loopback, no persistence."""
+    port = port or free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    return start_service(f"redis-{port}", command, f"redis://127.0.0.1:{port}/0", tcp_ready(port), log_dir)
 
 
 def proxy_env(router_config: Path, vllm_api_base: str, master_key: str) -> dict[str, str]:
@@ -117,4 +143,5 @@ def start_proxy(
     argv = list(command) if command else [litellm_cli, "--config", str(litellm_config), "--host", "127.0.0.1", "--port"]
     argv = [*argv, str(port)] if command is None else [a.replace("{port}", str(port)) for a in argv]
     env = {**proxy_env(router_config, vllm_api_base, master_key), **(extra_env or {})}
-    return start_service(f"litellm-{port}", argv, f"http://127.0.0.1:{port}", "/health/liveliness", log_dir, env)
+    url = f"http://127.0.0.1:{port}"
+    return start_service(f"litellm-{port}", argv, url, http_ready(url + "/health/liveliness"), log_dir, env)

@@ -29,6 +29,8 @@ def decision_headers(routed: Routed) -> dict[str, str]:
         headers["x-vsr-selected-category"] = d.category
     if d.reason is not None:
         headers["x-lora-router-fallback"] = d.reason
+    if routed.cache is not None:
+        headers["x-lora-router-cache"] = routed.cache
     return headers
 
 
@@ -43,6 +45,7 @@ def spend_logs_metadata(routed: Routed) -> dict[str, Any]:
         "lora_router_fallback": d.reason,
         "lora_router_reasoning": d.use_reasoning,
         "lora_router_time_ms": round(routed.elapsed_ms, 2),
+        "lora_router_cache": routed.cache,
     }
 
 
@@ -74,6 +77,7 @@ def audit_line(routed: Routed) -> str:
             "use_reasoning": d.use_reasoning,
             "truncated": d.truncated,
             "time_ms": round(routed.elapsed_ms, 3),
+            "cache": routed.cache,
         },
         sort_keys=True,
     )

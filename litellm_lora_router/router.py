@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .cache import ClassificationCache, cache_key
 from .classifiers.base import Classification, Classifier
 from .classifiers.keyword import KeywordClassifier
 from .config import RouterConfig, load_config
@@ -32,14 +33,17 @@ class Routed:
     decision: Decision
     elapsed_ms: float
     error: str | None = None
+    cache: str | None = None  # "hit" | "miss"; None without a cache
 
 
 class LoraRouter:
     """Holds the config and the classifiers built from it; one instance per proxy process."""
 
-    def __init__(self, config: RouterConfig, classifiers: Sequence[Classifier]) -> None:
+    def __init__(self, config: RouterConfig, classifiers: Sequence[Classifier], cache: ClassificationCache | None = None) -> None:
         self.config = config
         self.classifiers = tuple(classifiers)
+        self.cache = cache
+        self._fingerprint = config.fingerprint()
 
     @classmethod
     def from_config(cls, config: RouterConfig | str | Path) -> LoraRouter:
@@ -51,9 +55,11 @@ class LoraRouter:
             available["keyword"] = KeywordClassifier(config.keyword_rules)
         for method in ("embedding", "domain", "mcp"):
             if _configured(config, method):
-                logger.warning("%s: the %s classifier is not available in this release; skipped", config.source, method)
+                logger.warning("%s: the %s classifier is not available in this release; skipped",
+                               config.source or "router config", method)
         ordered = [available[m] for m in config.lora_router.classification_order if m in available]
-        return cls(config, ordered)
+        cache = ClassificationCache.from_config(config.classification_cache) if config.classification_cache.enabled else None
+        return cls(config, ordered, cache)
 
     def is_auto_model(self, model: Any) -> bool:
         return isinstance(model, str) and model in self.config.auto_model_names
@@ -94,7 +100,7 @@ class LoraRouter:
         text = text_to_classify(request.get("messages"))
         if not text:
             return Routed(fallback_decision(self.config, "no_text"), _ms_since(started))
-        classification, error = await self.classify(text)
+        classification, error, cache_status = await self._classify_cached(text, policy)
         if classification is not None and classification.category is not None:
             decision = select_adapter(self.config, classification, policy)
         elif error == "ClassifierTimeout":
@@ -103,7 +109,18 @@ class LoraRouter:
             decision = fallback_decision(self.config, "classifier_error", classification)
         else:
             decision = select_adapter(self.config, classification, policy)
-        return Routed(decision, _ms_since(started), error)
+        return Routed(decision, _ms_since(started), error, cache_status)
+
+    async def _classify_cached(self, text: str, policy: TenantPolicy) -> tuple[Classification | None, str | None, str | None]:
+        if self.cache is None:
+            return (*await self.classify(text), None)
+        key = cache_key(self.config.classification_cache.key_prefix, self._fingerprint, text, self._cache_scope(policy))
+        return await self.cache.get_or_classify(key, lambda: self.classify(text))
+
+    def _cache_scope(self, policy: TenantPolicy) -> str | None:
+        """Classifications are made before the tenant's allow-list is applied, so they are shared
+        across tenants; only a classifier that sees the caller would make them tenant-scoped."""
+        return None
 
 
 def _configured(config: RouterConfig, method: str) -> bool:

@@ -5,6 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Tests start their own redis-server on a free loopback port; it only has to be installed.
+if ! command -v redis-server >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null
+  else
+    sudo sh -c 'apt-get update -qq && apt-get install -y -qq redis-server' >/dev/null
+  fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
