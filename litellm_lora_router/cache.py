@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import time
 import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,11 +21,12 @@ from typing import Any
 
 from cachetools import TTLCache
 
+from .breaker import CircuitBreaker
 from .classifiers.base import Classification
 from .config import CacheConfig
 from .errors import CacheUnavailable
 
-__all__ = ["CacheStats", "CircuitBreaker", "ClassificationCache", "cache_key"]
+__all__ = ["CacheStats", "ClassificationCache", "cache_key"]
 
 logger = logging.getLogger("litellm_lora_router")
 
@@ -55,34 +55,6 @@ def decode(value: str | bytes) -> Classification:
     d = json.loads(value)
     return Classification(d["c"], float(d["p"]), d["m"], reason=d["r"], candidate=d["x"],
                           matched_keywords=tuple(d["k"]), truncated=bool(d["t"]))
-
-
-@dataclass
-class CircuitBreaker:
-    """Closed -> open after `failures` in a row -> half-open after `reset_seconds` (one try)."""
-
-    failures: int
-    reset_seconds: float
-    consecutive: int = 0
-    opened_at: float | None = None
-
-    @property
-    def state(self) -> str:
-        if self.opened_at is None:
-            return "closed"
-        return "half_open" if time.monotonic() - self.opened_at >= self.reset_seconds else "open"
-
-    def allow(self) -> bool:
-        return self.state != "open"
-
-    def record_success(self) -> None:
-        self.consecutive = 0
-        self.opened_at = None
-
-    def record_failure(self) -> None:
-        self.consecutive += 1
-        if self.consecutive >= self.failures or self.opened_at is not None:
-            self.opened_at = time.monotonic()
 
 
 @dataclass

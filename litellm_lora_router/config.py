@@ -38,6 +38,7 @@ __all__ = [
     "ClassifierSection",
     "KeywordRule",
     "LoraAdapterConfig",
+    "McpCategoryModelConfig",
     "ModelConfig",
     "ModelScore",
     "ReasoningFamily",
@@ -106,9 +107,33 @@ class CategoryModelConfig(_Strict):
     use_modernbert: bool | None = None  # vLLM Semantic Router key; the model's config decides
 
 
+class McpCategoryModelConfig(_Strict):
+    """`classifier.mcp_category_model`: a tool on an MCP server decides the category or adapter."""
+
+    enabled: bool = False
+    transport_type: Literal["stdio", "http"] = "stdio"
+    command: str | None = None
+    args: list[str] = []
+    env: dict[str, str] = {}
+    url: str | None = None
+    tool_name: str | None = None
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    timeout_seconds: float = Field(default=2.0, gt=0)
+    breaker_failures: int = Field(default=3, ge=1)
+    breaker_reset_seconds: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _transport_needs(self) -> McpCategoryModelConfig:
+        if self.enabled and self.transport_type == "stdio" and not self.command:
+            raise ValueError("a `command` for transport_type stdio")
+        if self.enabled and self.transport_type == "http" and not self.url:
+            raise ValueError("a `url` for transport_type http")
+        return self
+
+
 class ClassifierSection(_Strict):
     category_model: CategoryModelConfig | None = None
-    mcp_category_model: dict[str, Any] | None = None
+    mcp_category_model: McpCategoryModelConfig | None = None
     pii_model: dict[str, Any] | None = None
     jailbreak_model: dict[str, Any] | None = None
 

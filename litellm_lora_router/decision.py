@@ -88,6 +88,8 @@ def select_adapter(config: RouterConfig, classification: Classification | None, 
     if classification is None or classification.category is None:
         reason = classification.reason if classification and classification.reason else "no_match"
         return fallback_decision(config, reason, classification)
+    if classification.lora_name or classification.model:
+        return _explicit_target(config, classification, policy)
     category = config.category(classification.category)
     if category is None:
         return fallback_decision(config, "unknown_category", classification)
@@ -95,7 +97,7 @@ def select_adapter(config: RouterConfig, classification: Classification | None, 
     if not allowed:
         return fallback_decision(config, "adapter_not_allowed", classification)
     entry = max(allowed, key=lambda e: e.score)
-    use_reasoning = entry.use_reasoning
+    use_reasoning = entry.use_reasoning if classification.use_reasoning is None else classification.use_reasoning
     return Decision(
         model=entry.target,
         method=classification.method,
@@ -106,8 +108,46 @@ def select_adapter(config: RouterConfig, classification: Classification | None, 
         use_reasoning=use_reasoning,
         reasoning_effort=(entry.reasoning_effort or config.default_reasoning_effort) if use_reasoning else None,
         reasoning=config.reasoning_family_of(entry.model),
-        system_prompt=category.system_prompt if category.system_prompt_enabled else None,
+        system_prompt=(category.system_prompt or classification.system_prompt) if category.system_prompt_enabled else None,
         system_prompt_mode=category.system_prompt_mode,
         matched_keywords=classification.matched_keywords,
         truncated=classification.truncated,
+    )
+
+
+def _explicit_target(config: RouterConfig, classification: Classification, policy: TenantPolicy) -> Decision:
+    """A classifier (an MCP server) named the adapter or model itself: accept it only when it is
+    declared in `model_config` and allowed for the caller."""
+    if classification.lora_name:
+        base = next((name for name, m in config.models.items()
+                     if classification.lora_name in {lora.name for lora in m.loras}), None)
+        if base is None:
+            return fallback_decision(config, "undeclared_adapter", classification)
+        if policy.allowed_adapters is not None and classification.lora_name not in policy.allowed_adapters:
+            return fallback_decision(config, "adapter_not_allowed", classification)
+        target = classification.lora_name
+    else:
+        assert classification.model is not None
+        if classification.model not in config.models:
+            return fallback_decision(config, "undeclared_model", classification)
+        base = target = classification.model
+    category = config.category(classification.category or "")
+    entry = category.best_score if category else None
+    use_reasoning = classification.use_reasoning
+    if use_reasoning is None:
+        use_reasoning = entry.use_reasoning if entry else False
+    effort = (entry.reasoning_effort if entry else None) or config.default_reasoning_effort
+    prompt = classification.system_prompt or (category.system_prompt if category else None)
+    return Decision(
+        model=target,
+        method=classification.method,
+        base_model=base,
+        category=classification.category,
+        confidence=classification.confidence,
+        lora_name=classification.lora_name,
+        use_reasoning=use_reasoning,
+        reasoning_effort=effort if use_reasoning else None,
+        reasoning=config.reasoning_family_of(base),
+        system_prompt=prompt,
+        system_prompt_mode=category.system_prompt_mode if category else "replace",
     )

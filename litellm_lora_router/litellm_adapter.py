@@ -16,6 +16,7 @@ Use it either way in `litellm_config.yaml`:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -25,6 +26,7 @@ from litellm.integrations.custom_guardrail import CustomGuardrail
 from litellm.proxy._types import UserAPIKeyAuth
 from litellm.types.guardrails import GuardrailEventHooks
 
+from .classifiers.base import Caller
 from .decision import TenantPolicy, fallback_decision
 from .report import audit_line, decision_headers, decision_tags, spend_logs_metadata
 from .rewrite import rewrite_request
@@ -56,6 +58,11 @@ class LoraRouterHook(CustomGuardrail):
         super().__init__(guardrail_name=guardrail_name, event_hook=event_hook, default_on=default_on, **kwargs)
         _ensure_audit_handler()
         self.router = router or LoraRouter.from_config(router_config_path or os.environ.get(CONFIG_ENV, "router_config.yaml"))
+        self._startup: asyncio.Task[None] | None = None
+        try:
+            self._startup = asyncio.get_running_loop().create_task(self.router.start())
+        except RuntimeError:  # no loop yet: classifiers connect on first use
+            pass
 
     async def async_pre_call_hook(
         self, user_api_key_dict: UserAPIKeyAuth, cache: Any, data: dict[str, Any], call_type: str
@@ -64,7 +71,7 @@ class LoraRouterHook(CustomGuardrail):
             return None
         policy = TenantPolicy.from_metadata(user_api_key_dict.metadata, user_api_key_dict.team_metadata)
         try:
-            routed = await self.router.route(data, policy)
+            routed = await self.router.route(data, policy, _caller(user_api_key_dict))
             rewritten = rewrite_request(data, routed.decision)
         except Exception as exc:  # the one broad handler: routing never breaks a request
             logger.exception("lora-router failed; falling back (%s)", type(exc).__name__)
@@ -84,6 +91,12 @@ class LoraRouterHook(CustomGuardrail):
     ) -> dict[str, str] | None:
         headers = (data.get("metadata") or {}).get(HEADERS_KEY)
         return dict(headers) if isinstance(headers, dict) else None
+
+
+def _caller(auth: UserAPIKeyAuth) -> Caller:
+    """The MCP classifier's `context`: the team (else the key alias) is the tenant."""
+    metadata = auth.metadata if isinstance(auth.metadata, dict) else {}
+    return Caller(tenant=auth.team_id or auth.key_alias, user=auth.user_id, key_metadata=metadata)
 
 
 def _with_decision(metadata: Any, routed: Routed) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache import ClassificationCache, cache_key
-from .classifiers.base import Classification, Classifier
+from .classifiers.base import Caller, Classification, Classifier
 from .classifiers.keyword import KeywordClassifier
 from .config import RouterConfig, load_config
 from .decision import Decision, TenantPolicy, fallback_decision, select_adapter
@@ -53,7 +53,14 @@ class LoraRouter:
         available: dict[str, Classifier] = {}
         if config.keyword_rules:
             available["keyword"] = KeywordClassifier(config.keyword_rules)
-        for method in ("embedding", "domain", "mcp"):
+        mcp = config.classifier.mcp_category_model
+        if mcp is not None and mcp.enabled:
+            from .classifiers.mcp import McpClassifier
+
+            cwd = config.source.parent if config.source else None
+            prompts = {c.name: c.system_prompt for c in config.categories}
+            available["mcp"] = McpClassifier(mcp, cwd, prompts)
+        for method in ("embedding", "domain"):
             if _configured(config, method):
                 logger.warning("%s: the %s classifier is not available in this release; skipped",
                                config.source or "router config", method)
@@ -64,7 +71,23 @@ class LoraRouter:
     def is_auto_model(self, model: Any) -> bool:
         return isinstance(model, str) and model in self.config.auto_model_names
 
-    async def classify(self, text: str) -> tuple[Classification | None, str | None]:
+    async def start(self) -> None:
+        """Connect classifiers that talk to servers, so the first request does not wait for it."""
+        for classifier in self.classifiers:
+            connect = getattr(classifier, "connect", None)
+            if connect is not None:
+                try:
+                    await connect()
+                except Exception as exc:  # routing falls back until the server answers
+                    logger.warning("%s classifier could not connect at start-up: %s", classifier.method, exc)
+
+    async def aclose(self) -> None:
+        for resource in (*self.classifiers, self.cache):
+            close = getattr(resource, "aclose", None)
+            if close is not None:
+                await close()
+
+    async def classify(self, text: str, caller: Caller | None = None) -> tuple[Classification | None, str | None]:
         """The first confident result in method order, or (last no-match, error class name)."""
         budget = self.config.lora_router.classification_timeout_seconds
         deadline = time.monotonic() + budget
@@ -76,7 +99,7 @@ class LoraRouter:
                 error = error or "ClassifierTimeout"
                 break
             try:
-                [result] = await asyncio.wait_for(classifier.classify([text]), remaining)
+                [result] = await asyncio.wait_for(classifier.classify([text], caller), remaining)
             except TimeoutError:
                 logger.warning("%s classifier ran past its %.3fs budget", classifier.method, budget)
                 error = error or "ClassifierTimeout"
@@ -90,7 +113,9 @@ class LoraRouter:
             last = result
         return last, error
 
-    async def route(self, request: dict[str, Any], policy: TenantPolicy = TenantPolicy()) -> Routed:
+    async def route(
+        self, request: dict[str, Any], policy: TenantPolicy = TenantPolicy(), caller: Caller | None = None
+    ) -> Routed:
         """Decide where an auto-model request goes. Never raises."""
         started = time.perf_counter()
         if not policy.enabled:
@@ -100,7 +125,7 @@ class LoraRouter:
         text = text_to_classify(request.get("messages"))
         if not text:
             return Routed(fallback_decision(self.config, "no_text"), _ms_since(started))
-        classification, error, cache_status = await self._classify_cached(text, policy)
+        classification, error, cache_status = await self._classify_cached(text, caller or Caller())
         if classification is not None and classification.category is not None:
             decision = select_adapter(self.config, classification, policy)
         elif error == "ClassifierTimeout":
@@ -111,25 +136,24 @@ class LoraRouter:
             decision = select_adapter(self.config, classification, policy)
         return Routed(decision, _ms_since(started), error, cache_status)
 
-    async def _classify_cached(self, text: str, policy: TenantPolicy) -> tuple[Classification | None, str | None, str | None]:
+    async def _classify_cached(self, text: str, caller: Caller) -> tuple[Classification | None, str | None, str | None]:
         if self.cache is None:
-            return (*await self.classify(text), None)
-        key = cache_key(self.config.classification_cache.key_prefix, self._fingerprint, text, self._cache_scope(policy))
-        return await self.cache.get_or_classify(key, lambda: self.classify(text))
+            return (*await self.classify(text, caller), None)
+        key = cache_key(self.config.classification_cache.key_prefix, self._fingerprint, text, self._cache_scope(caller))
+        return await self.cache.get_or_classify(key, lambda: self.classify(text, caller))
 
-    def _cache_scope(self, policy: TenantPolicy) -> str | None:
+    def _cache_scope(self, caller: Caller) -> str | None:
         """Classifications are made before the tenant's allow-list is applied, so they are shared
-        across tenants; only a classifier that sees the caller would make them tenant-scoped."""
+        across tenants, unless a classifier sees the caller (MCP): then they are scoped to it."""
+        if any(getattr(c, "caller_dependent", False) for c in self.classifiers):
+            return caller.scope()
         return None
 
 
 def _configured(config: RouterConfig, method: str) -> bool:
     if method == "embedding":
         return bool(config.embedding_rules)
-    if method == "domain":
-        return config.classifier.category_model is not None
-    mcp = config.classifier.mcp_category_model
-    return bool(mcp and mcp.get("enabled"))
+    return config.classifier.category_model is not None
 
 
 def _ms_since(started: float) -> float:

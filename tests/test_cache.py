@@ -16,7 +16,8 @@ import redis
 import yaml
 
 from litellm_lora_router import Classification, LoraRouter, TenantPolicy, parse_config
-from litellm_lora_router.cache import CircuitBreaker, ClassificationCache, cache_key, decode, encode
+from litellm_lora_router.breaker import CircuitBreaker
+from litellm_lora_router.cache import ClassificationCache, cache_key, decode, encode
 from litellm_lora_router.classifiers import KeywordClassifier
 from litellm_lora_router.config import CacheConfig
 from litellm_lora_router.processes import Service, start_redis
@@ -46,10 +47,10 @@ class CountingClassifier:
         self.calls = 0
         self.delay = delay
 
-    async def classify(self, texts: Sequence[str]) -> list[Classification]:
+    async def classify(self, texts: Sequence[str], caller: object = None) -> list[Classification]:
         self.calls += 1
         await asyncio.sleep(self.delay)
-        return await self.inner.classify(texts)
+        return await self.inner.classify(texts, None)
 
 
 def router_with(raw: dict[str, Any], client: Any = None, delay: float = 0.0) -> tuple[LoraRouter, CountingClassifier]:
@@ -87,7 +88,7 @@ async def test_errors_are_not_cached() -> None:
     class Broken:
         method = "domain"
 
-        async def classify(self, texts: Sequence[str]) -> list[Classification]:
+        async def classify(self, texts: Sequence[str], caller: object = None) -> list[Classification]:
             raise RuntimeError("boom")
 
     config = parse_config(raw_config())

@@ -155,14 +155,14 @@ def test_fallback_changes_only_the_model() -> None:
 class Raising:
     method = "domain"
 
-    async def classify(self, texts: Sequence[str]) -> list[Classification]:
+    async def classify(self, texts: Sequence[str], caller: object = None) -> list[Classification]:
         raise RuntimeError("model exploded")
 
 
 class Hanging:
     method = "embedding"
 
-    async def classify(self, texts: Sequence[str]) -> list[Classification]:
+    async def classify(self, texts: Sequence[str], caller: object = None) -> list[Classification]:
         await asyncio.sleep(30)
         return []
 

@@ -1,6 +1,6 @@
 """Classification methods, one module each, behind the `Classifier` protocol."""
 
-from .base import Classification, Classifier
+from .base import Caller, Classification, Classifier
 from .keyword import KeywordClassifier
 
-__all__ = ["Classification", "Classifier", "KeywordClassifier"]
+__all__ = ["Caller", "Classification", "Classifier", "KeywordClassifier"]

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Classification", "Classifier"]
+__all__ = ["Caller", "Classification", "Classifier"]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is asking, for classifiers whose answer may depend on it (the MCP classifier)."""
+
+    tenant: str | None = None
+    user: str | None = None
+    key_metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_context(self) -> dict[str, Any]:
+        return {"tenant": self.tenant, "user": self.user, "key_metadata": dict(self.key_metadata)}
+
+    def scope(self) -> str:
+        """A stable identity for cache keys of caller-dependent classifications."""
+        return json.dumps(self.as_context(), sort_keys=True, default=str)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +41,11 @@ class Classification:
     candidate: str | None = None
     matched_keywords: tuple[str, ...] = ()
     truncated: bool = False
+    # What an MCP server may decide itself, beyond the category; checked by `select_adapter`.
+    lora_name: str | None = None
+    model: str | None = None
+    use_reasoning: bool | None = None
+    system_prompt: str | None = None
 
     @classmethod
     def no_match(cls, method: str, confidence: float = 0.0, candidate: str | None = None) -> Classification:
@@ -37,6 +59,6 @@ class Classifier(Protocol):
 
     method: str
 
-    async def classify(self, texts: Sequence[str]) -> list[Classification]:
+    async def classify(self, texts: Sequence[str], caller: Caller | None = None) -> list[Classification]:
         """One `Classification` per text, in order. Raises `ClassifierError` only on breakage."""
         ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..config import KeywordRule
-from .base import Classification
+from .base import Caller, Classification
 
 __all__ = ["KeywordClassifier"]
 
@@ -29,5 +29,5 @@ class KeywordClassifier:
                 return Classification(rule.category, 1.0, self.method, matched_keywords=matched)
         return Classification.no_match(self.method)
 
-    async def classify(self, texts: Sequence[str]) -> list[Classification]:
+    async def classify(self, texts: Sequence[str], caller: Caller | None = None) -> list[Classification]:
         return [self.classify_one(text) for text in texts]

@@ -1,0 +1,83 @@
+"""An MCP server that routes each tenant to its own LoRA adapter, from a small table.
+
+    python server.py                                 # stdio (the router starts it)
+    python server.py --transport http --port 8765    # streamable HTTP at http://127.0.0.1:8765/mcp
+
+Tools:
+- `classify_text(text, with_probabilities, context)`: the category from a few word lists, and the
+  adapter from the tenant table (`context.tenant` is the LiteLLM team id, else the key alias).
+- `list_categories()`: categories with descriptions and system prompts.
+
+For tests: `MCP_TENANT_ROUTER_DELAY=<seconds>` answers slowly; a text containing `CRASH-NOW` makes the
+server process exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any
+
+from mcp.server.mcpserver import MCPServer
+
+#: tenant -> adapter for every category; an unknown tenant gets the router config's adapter.
+TENANT_ADAPTERS = {
+    "team-acme": "acme-support-lora",
+    "team-globex": "globex-support-lora",
+    "team-rogue": "not-declared-lora",  # refused by the router: not in model_config
+}
+
+CATEGORIES = {
+    "technical": ("Programming and IT questions", "You are a senior engineer.",
+                  ["code", "python", "javascript", "server", "database", "bug", "api", "password", "login"]),
+    "medical": ("Health questions", "You are a careful medical assistant.",
+                ["pain", "blood", "doctor", "symptom", "medicine", "fever"]),
+    "legal": ("Law and contracts", "You are a legal assistant.", ["contract", "law", "court", "lawyer"]),
+}
+
+server = MCPServer("tenant-router")
+
+
+@server.tool()
+def classify_text(text: str, with_probabilities: bool = False, context: dict[str, Any] | None = None) -> str:
+    """Classify a user query into a category and pick the tenant's LoRA adapter."""
+    if "CRASH-NOW" in text:
+        os._exit(1)
+    time.sleep(float(os.environ.get("MCP_TENANT_ROUTER_DELAY", "0")))
+    words = {w.strip(".,?!:;").lower() for w in text.split()}
+    scores = {name: len(words & set(keys)) for name, (_, _, keys) in CATEGORIES.items()}
+    best = max(scores, key=lambda name: scores[name])
+    category, confidence = (best, 0.9) if scores[best] else ("general", 0.6)
+    result: dict[str, Any] = {"class": category, "confidence": confidence}
+    if with_probabilities:
+        total = sum(scores.values()) or 1
+        result["probabilities"] = {name: s / total for name, s in scores.items()}
+    tenant = (context or {}).get("tenant")
+    if tenant in TENANT_ADAPTERS:
+        result["lora_name"] = TENANT_ADAPTERS[tenant]
+    return json.dumps(result)
+
+
+@server.tool()
+def list_categories() -> str:
+    """The categories this server can return."""
+    return json.dumps({"categories": [
+        {"name": name, "description": desc, "system_prompt": prompt} for name, (desc, prompt, _) in CATEGORIES.items()
+    ]})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--transport", choices=["stdio", "http"], default="stdio")
+    parser.add_argument("--port", type=int, default=8765)
+    args = parser.parse_args()
+    if args.transport == "http":
+        server.run("streamable-http", host="127.0.0.1", port=args.port)
+    else:
+        server.run()
+
+
+if __name__ == "__main__":
+    main()
