@@ -6,7 +6,6 @@ Assertions read what the stand-in received: what vLLM itself would have seen.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import httpx
 import pytest
@@ -149,9 +148,7 @@ def test_unknown_adapter_gets_vllms_404(standin: StandIn) -> None:
     }
 
 
-def test_spend_log_metadata_is_set_for_the_ui(proxy: Proxy, standin: StandIn, tmp_path: Path) -> None:
-    """What reaches LiteLLM's logging: spend_logs_metadata and tags (via a logging callback file)."""
-    # The proxy's /spend/logs needs a database; the audit line and headers are checked elsewhere.
-    # Here: the request body vLLM receives never contains our metadata.
+def test_routing_metadata_never_reaches_vllm(proxy: Proxy, standin: StandIn) -> None:
+    """Spend-log fields and tags stay in LiteLLM (see test_proxy_variants); vLLM gets none of them."""
     _, received = ask(proxy, standin, TECH)
     assert "metadata" not in received and "spend_logs_metadata" not in json.dumps(received)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,3 +134,29 @@ def test_broken_router_config_fails_startup_with_clear_message(tmp_path: Path) -
     assert result.returncode != 0
     assert (f"{bad}: categories[0].model_scores[0].lora_name: expected an adapter listed under "
             "model_config.llama2-7b.loras, got 'tech-lora'") in result.stdout + result.stderr
+
+
+def test_decision_reaches_the_spend_log_payload(standin: StandIn, logs_dir: Path, tmp_path: Path) -> None:
+    """LiteLLM's standard logging payload (what spend logs and the UI's Logs page store)."""
+    raw = yaml.safe_load(DEFAULT_LITELLM_CONFIG.read_text())
+    raw["litellm_settings"]["callbacks"] = [
+        "litellm_lora_router.proxy_handler_instance", "tests.support.spend_recorder.spend_recorder",
+    ]
+    config = tmp_path / "litellm.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    record_file = tmp_path / "spend.jsonl"
+    proxy = launch_proxy(standin, logs_dir, litellm_config=config, extra_env={"SPEND_RECORD_FILE": str(record_file)})
+    try:
+        body = {"model": "MoM", "messages": [{"role": "user", "content": "What causes high blood pressure?"}]}
+        assert proxy.chat(body).status_code == 200
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not record_file.exists():
+            time.sleep(0.2)
+        [record] = [json.loads(line) for line in record_file.read_text().splitlines()]
+    finally:
+        proxy.service.stop()
+    assert record["model_group"] == "medical-lora"
+    metadata = record["spend_logs_metadata"]
+    assert metadata["lora_router_adapter"] == "medical-lora" and metadata["lora_router_category"] == "medical"
+    assert metadata["lora_router_method"] == "keyword" and metadata["lora_router_fallback"] is None
+    assert {"lora:medical-lora", "lora-category:medical", "lora-method:keyword"} <= set(record["request_tags"])

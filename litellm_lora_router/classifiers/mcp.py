@@ -118,7 +118,7 @@ class _Session:
         if task is not None and not task.done():
             try:
                 await asyncio.wait_for(task, 2.0)
-            except (TimeoutError, Exception):
+            except Exception:  # includes TimeoutError: a stuck transport is cancelled
                 task.cancel()
 
 
@@ -165,14 +165,14 @@ class McpClassifier:
         try:
             payload = await asyncio.wait_for(self._call(arguments), self.config.timeout_seconds)
         except TimeoutError as exc:
-            self._failed()
+            self._breaker.record_failure()
             await self._session.reset()
             raise ClassifierTimeout(self.method, f"no answer within {self.config.timeout_seconds}s") from exc
         except ClassifierError:
-            self._failed()
+            self._breaker.record_failure()
             raise
         except Exception as exc:
-            self._failed()
+            self._breaker.record_failure()
             await self._session.reset()
             raise ClassifierError(self.method, f"{type(exc).__name__}: {exc}") from exc
         self._breaker.record_success()
@@ -183,9 +183,6 @@ class McpClassifier:
         assert self._tool is not None
         session = await self._session.get()
         return _result_json(await session.call_tool(self._tool, arguments))
-
-    def _failed(self) -> None:
-        self._breaker.record_failure()
 
     def _classification(self, payload: Mapping[str, Any]) -> Classification:
         label = payload.get("class")
