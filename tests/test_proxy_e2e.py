@@ -152,3 +152,20 @@ def test_routing_metadata_never_reaches_vllm(proxy: Proxy, standin: StandIn) -> 
     """Spend-log fields and tags stay in LiteLLM (see test_proxy_variants); vLLM gets none of them."""
     _, received = ask(proxy, standin, TECH)
     assert "metadata" not in received and "spend_logs_metadata" not in json.dumps(received)
+
+
+def test_standin_lists_adapters_and_loads_them_at_run_time(standin: StandIn) -> None:
+    cards = {c["id"]: c for c in httpx.get(standin.api_base + "/models").json()["data"]}
+    assert cards["llama2-7b"]["parent"] is None
+    assert cards["technical-lora"]["parent"] == "llama2-7b" and cards["technical-lora"]["root"] == "/adapters/technical-lora"
+    load = httpx.post(standin.api_base + "/load_lora_adapter", json={"lora_name": "new-lora", "lora_path": "/a/new"})
+    assert load.status_code == 200 and load.text == "Success: LoRA adapter 'new-lora' added successfully."
+    again = httpx.post(standin.api_base + "/load_lora_adapter", json={"lora_name": "new-lora", "lora_path": "/a/new"})
+    assert again.status_code == 400
+    assert again.json()["error"]["message"] == "The lora adapter 'new-lora' has already been loaded."
+    chat = httpx.post(standin.api_base + "/chat/completions", json={"model": "new-lora", "messages": []})
+    assert chat.status_code == 200
+    unload = httpx.post(standin.api_base + "/unload_lora_adapter", json={"lora_name": "new-lora"})
+    assert unload.status_code == 200
+    missing = httpx.post(standin.api_base + "/unload_lora_adapter", json={"lora_name": "new-lora"})
+    assert missing.status_code == 404 and missing.json()["error"]["type"] == "NotFoundError"
