@@ -64,12 +64,12 @@ class CacheStats:
     misses: int = 0
     errors: int = 0
     coalesced: int = 0
-    breaker: CircuitBreaker | None = field(default=None, repr=False)
+    breaker: CircuitBreaker = field(default_factory=lambda: CircuitBreaker(3, 5.0), repr=False)
 
     def snapshot(self) -> dict[str, Any]:
+        """Counters and breaker state, for metrics and the demo."""
         return {"hits_local": self.hits_local, "hits_redis": self.hits_redis, "misses": self.misses,
-                "errors": self.errors, "coalesced": self.coalesced,
-                "breaker": self.breaker.state if self.breaker else "none"}
+                "errors": self.errors, "coalesced": self.coalesced, "breaker": self.breaker.state}
 
 
 #: Classifies on a miss: (classification, error class name or None). Errors are not cached.
@@ -104,10 +104,6 @@ class ClassificationCache:
             )
         return cls(config, client)
 
-    @property
-    def shared(self) -> bool:
-        return self._redis is not None
-
     async def get_or_classify(self, key: str, compute: Compute) -> Result:
         """(classification, error, "hit"|"miss"). Concurrent misses for one key share one
         classification (single flight)."""
@@ -125,6 +121,9 @@ class ClassificationCache:
             result = await self._lookup_or_compute(key, compute)
             future.set_result(result)
             return result
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved: waiters re-raise it themselves
@@ -157,7 +156,6 @@ class ClassificationCache:
 
     async def _call(self, operation: Callable[[], Awaitable[Any]]) -> Any:
         breaker = self.stats.breaker
-        assert breaker is not None
         if self._redis is None or not breaker.allow():
             raise CacheUnavailable("redis skipped")
         try:

@@ -32,7 +32,7 @@ from .report import audit_line, decision_headers, decision_tags, spend_logs_meta
 from .rewrite import rewrite_request
 from .router import LoraRouter, Routed
 
-__all__ = ["LoraRouterHook", "proxy_handler_instance"]
+__all__ = ["LoraRouterHook", "proxy_handler_instance"]  # noqa: F822 (built lazily by __getattr__)
 
 logger = logging.getLogger("litellm_lora_router")
 audit_logger = logging.getLogger("litellm_lora_router.audit")

@@ -114,10 +114,11 @@ class LoraRouter:
         return last, error
 
     async def route(
-        self, request: dict[str, Any], policy: TenantPolicy = TenantPolicy(), caller: Caller | None = None
+        self, request: dict[str, Any], policy: TenantPolicy | None = None, caller: Caller | None = None
     ) -> Routed:
         """Decide where an auto-model request goes. Never raises."""
         started = time.perf_counter()
+        policy = policy or TenantPolicy()
         if not policy.enabled:
             decision = Decision(model=self.config.auto_model_name, method="fallback",
                                 base_model=self.config.auto_model_name, reason="routing_disabled")
