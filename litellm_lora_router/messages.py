@@ -22,14 +22,14 @@ def content_text(content: Any) -> str:
     return ""
 
 
-def text_to_classify(messages: Any) -> str:
-    """The last user message's text; without any user text, the other messages' text."""
+def text_to_classify(messages: Any, history_window: int = 0) -> str:
+    """The last user message's text, preceded by up to `history_window` earlier user turns (a
+    follow-up such as "and how do I skip two rows?" carries no domain words of its own); without
+    any user text, the other messages' text."""
     if not isinstance(messages, Sequence) or isinstance(messages, str):
         return ""
     dicts = [m for m in messages if isinstance(m, Mapping)]
-    for message in reversed(dicts):
-        if message.get("role") == "user":
-            text = content_text(message.get("content")).strip()
-            if text:
-                return text
+    user_texts = [t for t in (content_text(m.get("content")).strip() for m in dicts if m.get("role") == "user") if t]
+    if user_texts:
+        return "\n".join(user_texts[-(history_window + 1):])
     return "\n".join(t for t in (content_text(m.get("content")).strip() for m in dicts) if t)

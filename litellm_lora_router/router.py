@@ -17,7 +17,8 @@ from typing import Any
 from .cache import ClassificationCache, cache_key
 from .classifiers.base import Caller, Classification, Classifier
 from .classifiers.keyword import KeywordClassifier
-from .config import RouterConfig, load_config
+from .config import CategoryModelConfig, RouterConfig, load_config
+from .errors import ConfigError, ConfigIssue
 from .decision import Decision, TenantPolicy, fallback_decision, select_adapter
 from .messages import text_to_classify
 
@@ -53,6 +54,13 @@ class LoraRouter:
         available: dict[str, Classifier] = {}
         if config.keyword_rules:
             available["keyword"] = KeywordClassifier(config.keyword_rules)
+        encoding = _SharedEncoding(config)
+        if config.embedding_rules:
+            from .classifiers.embedding import EmbeddingClassifier
+
+            available["embedding"] = EmbeddingClassifier(config.embedding_rules, encoding())
+        if config.classifier.category_model is not None:
+            available["domain"] = _load_domain(config, config.classifier.category_model, encoding)
         mcp = config.classifier.mcp_category_model
         if mcp is not None and mcp.enabled:
             from .classifiers.mcp import McpClassifier
@@ -60,10 +68,6 @@ class LoraRouter:
             cwd = config.source.parent if config.source else None
             prompts = {c.name: c.system_prompt for c in config.categories}
             available["mcp"] = McpClassifier(mcp, cwd, prompts)
-        for method in ("embedding", "domain"):
-            if _configured(config, method):
-                logger.warning("%s: the %s classifier is not available in this release; skipped",
-                               config.source or "router config", method)
         ordered = [available[m] for m in config.lora_router.classification_order if m in available]
         cache = ClassificationCache.from_config(config.classification_cache) if config.classification_cache.enabled else None
         return cls(config, ordered, cache)
@@ -123,7 +127,7 @@ class LoraRouter:
             decision = Decision(model=self.config.auto_model_name, method="fallback",
                                 base_model=self.config.auto_model_name, reason="routing_disabled")
             return Routed(decision, _ms_since(started))
-        text = text_to_classify(request.get("messages"))
+        text = text_to_classify(request.get("messages"), self.config.lora_router.history_window)
         if not text:
             return Routed(fallback_decision(self.config, "no_text"), _ms_since(started))
         classification, error, cache_status = await self._classify_cached(text, caller or Caller())
@@ -151,10 +155,44 @@ class LoraRouter:
         return None
 
 
-def _configured(config: RouterConfig, method: str) -> bool:
-    if method == "embedding":
-        return bool(config.embedding_rules)
-    return config.classifier.category_model is not None
+class _SharedEncoding:
+    """Builds the one `EncodingService` of a router on first need (torch/onnx load lazily)."""
+
+    def __init__(self, config: RouterConfig) -> None:
+        self._config = config
+        self._service: Any = None
+
+    def __call__(self) -> Any:
+        if self._service is None:
+            from .classifiers.encoders import EncodingService, build_encoder
+
+            model = self._config.classifier.category_model
+            options = self._config.lora_router.encoder
+            encoder = build_encoder(options, self._config.resolve_path, model.use_cpu if model else True)
+            self._service = EncodingService(encoder, options)
+        return self._service
+
+
+def _load_domain(config: RouterConfig, model: CategoryModelConfig, encoding: _SharedEncoding) -> Classifier:
+    """Load the domain classifier, or fail start-up naming the key that points at the problem."""
+    from .classifiers.domain import DomainClassifier
+
+    file = str(config.source or "router config")
+    model_dir = config.resolve_path(model.model_id)
+    if not model_dir.is_dir():
+        raise ConfigError(file, [ConfigIssue(
+            "classifier.category_model.model_id",
+            "an existing model directory (`lora-router train-defaults` builds the guide's models/ ones)",
+            repr(str(model_dir)))])
+    mapping = config.resolve_path(model.category_mapping_path) if model.category_mapping_path else None
+    if mapping is not None and not mapping.is_file():
+        raise ConfigError(file, [ConfigIssue("classifier.category_model.category_mapping_path",
+                                             "an existing category_mapping.json", repr(str(mapping)))])
+    try:
+        return DomainClassifier.load(model, model_dir, mapping, encoding, config.lora_router.encoder, config.category_for_label)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(file, [ConfigIssue("classifier.category_model.model_id", "a loadable classifier directory",
+                                             f"{type(exc).__name__}: {exc}")]) from exc
 
 
 def _ms_since(started: float) -> float:

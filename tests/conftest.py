@@ -57,6 +57,15 @@ def new_master_key() -> str:
     return "sk-" + secrets.token_hex(16)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def default_models() -> Path:
+    """The guide's config names models/mom-domain-classifier: build both defaults once."""
+    from litellm_lora_router.cli import ensure_default_models
+
+    ensure_default_models(ROOT / "models")
+    return ROOT / "models"
+
+
 @pytest.fixture(scope="session")
 def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("service-logs")

@@ -63,13 +63,13 @@ def test_other_models_pass_untouched(proxy: Proxy, standin: StandIn) -> None:
     assert "x-lora-router-adapter" not in response.headers
 
 
-def test_unmatched_query_falls_back_to_default_model(proxy: Proxy, standin: StandIn) -> None:
-    response, received = ask(proxy, standin, "Tell me a story about a dragon")
-    assert received["model"] == "llama2-7b"
-    assert received["messages"] == [{"role": "user", "content": "Tell me a story about a dragon"}]
-    assert response.headers["x-lora-router-method"] == "fallback"
-    assert response.headers["x-lora-router-fallback"] == "no_match"
-    assert "x-lora-router-category" not in response.headers
+def test_no_keyword_goes_to_the_domain_classifier(proxy: Proxy, standin: StandIn) -> None:
+    response, received = ask(proxy, standin, "Tell me a fun fact about octopuses")
+    assert received["model"] == "llama2-7b"  # general: the base model, with its system prompt
+    assert received["messages"][0] == {"role": "system", "content": "You are a helpful assistant."}
+    assert response.headers["x-lora-router-method"] == "domain"
+    assert response.headers["x-lora-router-category"] == "general"
+    assert float(response.headers["x-lora-router-confidence"]) >= 0.6
 
 
 def test_streaming_is_routed_and_carries_headers(proxy: Proxy, standin: StandIn) -> None:

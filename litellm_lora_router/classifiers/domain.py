@@ -1,0 +1,141 @@
+"""The domain classifier of `classifier.category_model`, in two directory formats.
+
+1. A Hugging Face sequence-classification model (BERT, ModernBERT, ...), as users of vLLM Semantic
+   Router have: `AutoModelForSequenceClassification` + its tokenizer, batched on a worker thread.
+2. Our own light format written by `lora-router train-domain`: `lora_router_head.json` names the
+   sentence encoder, `head.npz` holds a linear head. It reuses the shared encoder pass, so it costs
+   a matrix product on top of the embedding rules.
+
+Labels come from `category_mapping.json` (vLLM Semantic Router's `idx_to_category`), else the
+model's `id2label`, and map onto categories by name or through `mmlu_categories`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..batching import MicroBatcher
+from ..config import CategoryModelConfig, EncoderConfig
+from ..errors import ClassifierError
+from .base import Caller, Classification
+from .encoders import ENCODER_ID, EncodingService
+
+__all__ = ["HEAD_FILE", "DomainClassifier", "HeadModel", "SequenceClassifierModel", "is_head_dir", "read_labels"]
+
+HEAD_FILE = "lora_router_head.json"
+
+Probabilities = tuple[np.ndarray, bool]  # (softmax over labels, input was truncated)
+
+
+def is_head_dir(path: Path) -> bool:
+    return (path / HEAD_FILE).is_file()
+
+
+def read_labels(model_dir: Path, mapping_path: Path | None) -> list[str]:
+    """Index -> label, from the mapping file, else the model's config (`id2label`)."""
+    if mapping_path is not None:
+        mapping = json.loads(mapping_path.read_text(encoding="utf-8"))
+        if "idx_to_category" in mapping:
+            pairs = {int(k): v for k, v in mapping["idx_to_category"].items()}
+        else:
+            pairs = {int(v): k for k, v in mapping["category_to_idx"].items()}
+        return [pairs[i] for i in range(len(pairs))]
+    for name in (HEAD_FILE, "config.json"):
+        path = model_dir / name
+        if path.is_file():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if "labels" in data:
+                return list(data["labels"])
+            if "id2label" in data:
+                return [data["id2label"][str(i)] for i in range(len(data["id2label"]))]
+    raise ValueError("no category_mapping_path and no id2label/labels in the model directory")
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+class HeadModel:
+    """Format 2: a linear head over the shared sentence encoder."""
+
+    def __init__(self, model_dir: Path, encoding: EncodingService) -> None:
+        meta = json.loads((model_dir / HEAD_FILE).read_text(encoding="utf-8"))
+        if meta.get("encoder") != ENCODER_ID:
+            raise ValueError(f"head trained for encoder {meta.get('encoder')!r}, expected {ENCODER_ID!r}")
+        weights = np.load(model_dir / "head.npz")
+        self._weight = weights["weight"].astype(np.float32)
+        self._bias = weights["bias"].astype(np.float32)
+        self._encoding = encoding
+
+    async def probabilities(self, text: str) -> Probabilities:
+        vector, truncated = await self._encoding.encode(text)
+        return _softmax(self._weight @ vector + self._bias), truncated
+
+
+class SequenceClassifierModel:
+    """Format 1: a transformers sequence-classification model, micro-batched on its own thread."""
+
+    def __init__(self, model_dir: Path, use_cpu: bool, batching: EncoderConfig) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self._torch = torch
+        self._device = "cuda" if not use_cpu and torch.cuda.is_available() else "cpu"
+        self._tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+        self._model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), local_files_only=True)
+        self._model.to(self._device).eval()
+        limit = getattr(self._model.config, "max_position_embeddings", 512) or 512
+        self._max_length = min(int(self._tokenizer.model_max_length or limit), int(limit))
+        self._batcher: MicroBatcher[Probabilities] = MicroBatcher(
+            self._run, "domain", batching.batch_window_ms / 1000, batching.max_batch, batching.max_queue, batching.batching
+        )
+
+    def _run(self, texts: Sequence[str]) -> list[Probabilities]:
+        full = self._tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+        truncated = [len(ids) > self._max_length for ids in full]
+        batch = self._tokenizer(list(texts), truncation=True, max_length=self._max_length, padding=True, return_tensors="pt")
+        with self._torch.inference_mode():
+            logits = self._model(**{k: v.to(self._device) for k, v in batch.items()}).logits.float().cpu().numpy()
+        return list(zip(_softmax(logits), truncated))
+
+    async def probabilities(self, text: str) -> Probabilities:
+        return await self._batcher.submit(text)
+
+
+class DomainClassifier:
+    method = "domain"
+
+    def __init__(self, model: HeadModel | SequenceClassifierModel, labels: Sequence[str],
+                 threshold: float, to_category: Callable[[str], str]) -> None:
+        self._model = model
+        self._labels = list(labels)
+        self._threshold = threshold
+        self._to_category = to_category
+
+    @classmethod
+    def load(cls, config: CategoryModelConfig, model_dir: Path, mapping_path: Path | None,
+             encoding: Callable[[], EncodingService], batching: EncoderConfig, to_category: Callable[[str], str]) -> DomainClassifier:
+        labels = read_labels(model_dir, mapping_path)
+        model: Any = HeadModel(model_dir, encoding()) if is_head_dir(model_dir) else SequenceClassifierModel(model_dir, config.use_cpu, batching)
+        return cls(model, labels, config.threshold, to_category)
+
+    async def classify(self, texts: Sequence[str], caller: Caller | None = None) -> list[Classification]:
+        results = []
+        for text in texts:
+            probs, truncated = await self._model.probabilities(text)
+            if len(probs) != len(self._labels):
+                raise ClassifierError(self.method, f"model has {len(probs)} outputs, mapping has {len(self._labels)} labels")
+            best = int(np.argmax(probs))
+            label, confidence = self._to_category(self._labels[best]), float(probs[best])
+            if confidence < self._threshold:
+                results.append(Classification(None, confidence, self.method, reason="low_confidence",
+                                              candidate=label, truncated=truncated))
+            else:
+                results.append(Classification(label, confidence, self.method, truncated=truncated))
+        return results

