@@ -1,8 +1,9 @@
 """Micro-batching: concurrent requests share one model pass, which runs off the event loop.
 
-A request waits at most `window_s` for company, a batch holds at most `max_batch` texts, and the
-queue is bounded: when it is full the request is refused at once (the router falls back) instead
-of waiting behind a backlog.
+Greedy: a lone request runs at once (no added latency when idle); requests that arrive together, or
+while a pass is running, form the next batch, and only then does the worker wait up to `window_s`
+for more. A batch holds at most `max_batch` texts, and the queue is bounded: when it is full the
+request is refused at once (the router falls back) instead of waiting behind a backlog.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class MicroBatcher(Generic[T]):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lora-router-{name}")
         self._queue: asyncio.Queue[tuple[str, asyncio.Future[T]]] | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.batches = 0
 
     async def submit(self, text: str) -> T:
@@ -47,7 +49,9 @@ class MicroBatcher(Generic[T]):
         return await future
 
     def _ensure_worker(self) -> asyncio.Queue[tuple[str, asyncio.Future[T]]]:
-        if self._queue is None or self._worker is None or self._worker.done():
+        loop = asyncio.get_running_loop()
+        if self._queue is None or self._worker is None or self._worker.done() or self._loop is not loop:
+            self._loop = loop
             self._queue = asyncio.Queue()
             self._worker = asyncio.create_task(self._run(self._queue), name=f"lora-router-{self._name}-batcher")
         return self._queue
@@ -56,15 +60,16 @@ class MicroBatcher(Generic[T]):
         loop = asyncio.get_running_loop()
         while True:
             batch = [await queue.get()]
-            deadline = loop.time() + self._window_s
-            while len(batch) < self._max_batch:
-                remaining = deadline - loop.time()
-                if remaining <= 0 and queue.empty():
-                    break
-                try:
-                    batch.append(queue.get_nowait() if not queue.empty() else await asyncio.wait_for(queue.get(), remaining))
-                except TimeoutError:
-                    break
+            await asyncio.sleep(0)  # let requests of the same tick join
+            while len(batch) < self._max_batch and not queue.empty():
+                batch.append(queue.get_nowait())
+            if len(batch) > 1:  # under load: wait a little for more company
+                deadline = loop.time() + self._window_s
+                while len(batch) < self._max_batch and (remaining := deadline - loop.time()) > 0:
+                    try:
+                        batch.append(await asyncio.wait_for(queue.get(), remaining))
+                    except TimeoutError:
+                        break
             live = [(text, future) for text, future in batch if not future.done()]
             if not live:
                 continue
@@ -81,6 +86,7 @@ class MicroBatcher(Generic[T]):
                     future.set_result(result)
 
     def close(self) -> None:
-        if self._worker is not None:
+        """Idempotent: stop the worker and the thread."""
+        if self._worker is not None and not self._worker.done():
             self._worker.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)

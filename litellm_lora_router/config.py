@@ -273,7 +273,7 @@ class KeywordRule(_Strict):
             if self.method == "regex"
             else normalize_text(text, self.case_sensitive)
         )
-        found = tuple(k for k, p in zip(self.keywords, self._patterns, strict=False) if p.search(subject))
+        found = tuple(k for k, p in zip(self.keywords, self._patterns, strict=True) if p.search(subject))
         if self.operator == "OR":
             return bool(found), found
         if self.operator == "AND":

@@ -46,7 +46,7 @@ async def evaluate(router: LoraRouter, rows: Sequence[dict[str, Any]]) -> dict[s
         "macro_f1": float(f1_score(expected, predicted, labels=expected_labels, average="macro", zero_division=0)),
         "per_category": {
             label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for label, p, r, f, s in zip(labels, precision, recall, f1, support)
+            for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)
         },
         "confusion": {"labels": labels, "matrix": matrix.tolist()},
         "latency_ms": {"p50": float(np.percentile(times, 50)), "p99": float(np.percentile(times, 99))},
@@ -62,6 +62,6 @@ def format_report(report: dict[str, Any]) -> str:
     labels = report["confusion"]["labels"]
     short = [label[:6] for label in labels]
     lines += ["", "confusion (rows: expected, columns: predicted)", " " * 21 + " ".join(f"{s:>6}" for s in short)]
-    for label, row in zip(labels, report["confusion"]["matrix"]):
+    for label, row in zip(labels, report["confusion"]["matrix"], strict=True):
         lines.append(f"{label[:20]:<20} " + " ".join(f"{v:>6}" for v in row))
     return "\n".join(lines)

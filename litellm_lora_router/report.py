@@ -31,6 +31,8 @@ def decision_headers(routed: Routed) -> dict[str, str]:
         headers["x-lora-router-fallback"] = d.reason
     if routed.cache is not None:
         headers["x-lora-router-cache"] = routed.cache
+    if d.truncated:
+        headers["x-lora-router-truncated"] = "true"
     return headers
 
 
@@ -46,6 +48,7 @@ def spend_logs_metadata(routed: Routed) -> dict[str, Any]:
         "lora_router_reasoning": d.use_reasoning,
         "lora_router_time_ms": round(routed.elapsed_ms, 2),
         "lora_router_cache": routed.cache,
+        "lora_router_truncated": d.truncated,
     }
 
 

@@ -75,7 +75,7 @@ def embed_all(texts: Sequence[str], encoder: EncoderConfig | None = None) -> dic
     vectors: dict[str, np.ndarray] = {}
     for i in range(0, len(unique), 64):
         chunk = unique[i : i + 64]
-        vectors.update(zip(chunk, (v for v, _ in model.encode(chunk))))
+        vectors.update(zip(chunk, (v for v, _ in model.encode(chunk)), strict=True))
     return vectors
 
 

@@ -4,7 +4,6 @@ the shared encoder pass, history window, micro-batching."""
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import yaml
 
 from litellm_lora_router import ConfigError, LoraRouter, parse_config
 from litellm_lora_router.cli import main as cli
+from litellm_lora_router.report import decision_headers
 
 from .conftest import DEFAULT_ROUTER_CONFIG, ROOT
 
@@ -58,6 +58,8 @@ async def test_format1_sequence_classifier(tiny_bert: Path) -> None:
     assert 0.0 < short.confidence <= 1.0 and not short.truncated
     long, _ = await router.classify("code " * 100)
     assert long is not None and long.truncated  # longer than the model's 24 positions: truncated, and said so
+    routed = await router.route(request("code " * 100))
+    assert routed.decision.truncated and decision_headers(routed)["x-lora-router-truncated"] == "true"
 
 
 async def test_format1_with_vsr_category_mapping(tiny_bert: Path, tmp_path: Path) -> None:

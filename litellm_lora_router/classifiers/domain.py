@@ -77,6 +77,9 @@ class HeadModel:
         vector, truncated = await self._encoding.encode(text)
         return _softmax(self._weight @ vector + self._bias), truncated
 
+    def close(self) -> None:
+        self._encoding.close()
+
 
 class SequenceClassifierModel:
     """Format 1: a transformers sequence-classification model, micro-batched on its own thread."""
@@ -102,10 +105,13 @@ class SequenceClassifierModel:
         batch = self._tokenizer(list(texts), truncation=True, max_length=self._max_length, padding=True, return_tensors="pt")
         with self._torch.inference_mode():
             logits = self._model(**{k: v.to(self._device) for k, v in batch.items()}).logits.float().cpu().numpy()
-        return list(zip(_softmax(logits), truncated))
+        return list(zip(_softmax(logits), truncated, strict=True))
 
     async def probabilities(self, text: str) -> Probabilities:
         return await self._batcher.submit(text)
+
+    def close(self) -> None:
+        self._batcher.close()
 
 
 class DomainClassifier:
@@ -139,3 +145,6 @@ class DomainClassifier:
             else:
                 results.append(Classification(label, confidence, self.method, truncated=truncated))
         return results
+
+    async def aclose(self) -> None:
+        self._model.close()

@@ -36,7 +36,7 @@ class EmbeddingClassifier:
     def scores(self, vector: np.ndarray) -> list[float]:
         """One aggregate similarity per rule (`any` aggregates like `max`)."""
         out = []
-        for rule, examples in zip(self._rules, self._examples):
+        for rule, examples in zip(self._rules, self._examples, strict=True):
             sims = examples @ vector
             out.append(float(sims.mean() if rule.aggregation_method == "mean" else sims.max()))
         return out
@@ -55,3 +55,6 @@ class EmbeddingClassifier:
                 results.append(Classification(None, scores[best], self.method, reason="low_confidence",
                                               candidate=self._rules[best].category, truncated=truncated))
         return results
+
+    async def aclose(self) -> None:
+        self._encoding.close()

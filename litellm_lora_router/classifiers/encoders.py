@@ -71,7 +71,7 @@ class _Tokenized:
     def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[bool]]:
         encodings = self._tokenizer.encode_batch(list(texts))
         truncated = [len(e.ids) > self.max_length for e in encodings]
-        ids = [e.ids[: self.max_length - 1] + [e.ids[-1]] if t else e.ids for e, t in zip(encodings, truncated)]
+        ids = [e.ids[: self.max_length - 1] + [e.ids[-1]] if t else e.ids for e, t in zip(encodings, truncated, strict=True)]
         width = max(len(i) for i in ids)
         input_ids = np.zeros((len(ids), width), dtype=np.int64)
         mask = np.zeros((len(ids), width), dtype=np.int64)
@@ -106,7 +106,7 @@ class TorchEncoder:
                 token_type_ids=torch.from_numpy(types).to(self._device),
             )
         vectors = _mean_pool(out.last_hidden_state.float().cpu().numpy(), mask)
-        return list(zip(vectors, truncated))
+        return list(zip(vectors, truncated, strict=True))
 
 
 class OnnxEncoder:
@@ -127,7 +127,7 @@ class OnnxEncoder:
         ids, mask, types, truncated = self._tokenize(texts)
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         [states, *_] = self._session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})
-        return list(zip(_mean_pool(np.asarray(states, dtype=np.float32), mask), truncated))
+        return list(zip(_mean_pool(np.asarray(states, dtype=np.float32), mask), truncated, strict=True))
 
 
 def build_encoder(config: EncoderConfig, resolve: Any = Path, use_cpu: bool = True) -> Encoder:
@@ -151,7 +151,9 @@ class EncodingService:
 
     async def encode(self, text: str) -> Encoded:
         future = self._recent.get(text)
-        if future is None or (future.done() and (future.cancelled() or future.exception() is not None)):
+        stale = future is not None and (future.get_loop() is not asyncio.get_running_loop()
+                                        or (future.done() and (future.cancelled() or future.exception() is not None)))
+        if future is None or stale:
             future = asyncio.ensure_future(self._batcher.submit(text))
             self._recent[text] = future
         return await asyncio.shield(future)
