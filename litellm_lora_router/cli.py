@@ -29,6 +29,8 @@ DEMO_QUERIES = (
     "What causes high blood pressure?",
     "Can my landlord keep the deposit if the contract says nothing?",
     "How do I fix a segfault in my C++ code?",
+    "Can I break my apartment lease early if I move for work?",
+    "How long should a sprained wrist take to heal?",
     "Tell me a fun fact about octopuses",
 )
 
