@@ -171,8 +171,7 @@ def cmd_train_domain(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation import evaluate, format_report, load_rows
 
-    router = LoraRouter.from_config(args.config)
-    router.cache = None
+    router = LoraRouter.from_config(args.config)  # evaluate() classifies directly, never from the cache
     report = asyncio.run(evaluate(router, load_rows(Path(args.input))))
     print(json.dumps(report) if args.json else format_report(report))
     return 0

@@ -410,6 +410,10 @@ class RouterConfig(_Strict):
     def category(self, name: str) -> CategoryConfig | None:
         return next((c for c in self.categories if c.name == name), None)
 
+    def base_model_of(self, adapter: str) -> str | None:
+        """The `model_config` entry that declares this adapter."""
+        return next((name for name, m in self.models.items() if adapter in {lora.name for lora in m.loras}), None)
+
     def reasoning_family_of(self, base_model: str) -> ReasoningFamily | None:
         model = self.models.get(base_model)
         if model is None or model.reasoning_family is None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .classifiers.base import Classification
-from .config import ModelScore, ReasoningFamily, RouterConfig
+from .config import CategoryConfig, ModelScore, ReasoningFamily, RouterConfig
 
 __all__ = ["Decision", "TenantPolicy", "fallback_decision", "select_adapter"]
 
@@ -82,72 +82,65 @@ def fallback_decision(config: RouterConfig, reason: str, classification: Classif
 def select_adapter(config: RouterConfig, classification: Classification | None, policy: TenantPolicy = TenantPolicy()) -> Decision:
     """Category -> its best allowed `model_scores` entry -> adapter (or base model).
 
-    The tenant's allow-list filters entries before scoring, so a tenant can never reach an
-    adapter outside its list; when nothing is left the request falls back.
+    A classifier that names the adapter or model itself (an MCP server) offers a single entry,
+    which must be declared in `model_config`. Either way the tenant's allow-list filters entries
+    before scoring, so a tenant can never reach an adapter outside its list; when nothing is left
+    the request falls back.
     """
     if classification is None or classification.category is None:
         reason = classification.reason if classification and classification.reason else "no_match"
         return fallback_decision(config, reason, classification)
-    if classification.lora_name or classification.model:
-        return _explicit_target(config, classification, policy)
     category = config.category(classification.category)
-    if category is None:
+    if classification.lora_name or classification.model:
+        named = _named_entry(config, classification, category)
+        if isinstance(named, str):
+            return fallback_decision(config, named, classification)
+        candidates = [named]
+    elif category is None:
         return fallback_decision(config, "unknown_category", classification)
-    allowed = [entry for entry in category.model_scores if policy.allows(entry)]
+    else:
+        candidates = category.model_scores
+    allowed = [entry for entry in candidates if policy.allows(entry)]
     if not allowed:
         return fallback_decision(config, "adapter_not_allowed", classification)
     entry = max(allowed, key=lambda e: e.score)
     use_reasoning = entry.use_reasoning if classification.use_reasoning is None else classification.use_reasoning
+    prompt_enabled = category.system_prompt_enabled if category else True
     return Decision(
         model=entry.target,
         method=classification.method,
         base_model=entry.model,
-        category=category.name,
+        category=classification.category,
         confidence=classification.confidence,
         lora_name=entry.lora_name,
         use_reasoning=use_reasoning,
         reasoning_effort=(entry.reasoning_effort or config.default_reasoning_effort) if use_reasoning else None,
         reasoning=config.reasoning_family_of(entry.model),
-        system_prompt=(category.system_prompt or classification.system_prompt) if category.system_prompt_enabled else None,
-        system_prompt_mode=category.system_prompt_mode,
+        # a prompt the classifier supplies (an MCP result, or list_categories where the config has
+        # none) comes first; otherwise the category's own
+        system_prompt=(classification.system_prompt or (category.system_prompt if category else None)) if prompt_enabled else None,
+        system_prompt_mode=category.system_prompt_mode if category else "replace",
         matched_keywords=classification.matched_keywords,
         truncated=classification.truncated,
     )
 
 
-def _explicit_target(config: RouterConfig, classification: Classification, policy: TenantPolicy) -> Decision:
-    """A classifier (an MCP server) named the adapter or model itself: accept it only when it is
-    declared in `model_config` and allowed for the caller."""
+def _named_entry(config: RouterConfig, classification: Classification, category: CategoryConfig | None) -> ModelScore | str:
+    """The entry for an adapter or model a classifier named, or the fallback reason when it is
+    not declared in `model_config`. Reasoning defaults come from the category's best entry."""
     if classification.lora_name:
-        base = next((name for name, m in config.models.items()
-                     if classification.lora_name in {lora.name for lora in m.loras}), None)
+        base = config.base_model_of(classification.lora_name)
         if base is None:
-            return fallback_decision(config, "undeclared_adapter", classification)
-        if policy.allowed_adapters is not None and classification.lora_name not in policy.allowed_adapters:
-            return fallback_decision(config, "adapter_not_allowed", classification)
-        target = classification.lora_name
+            return "undeclared_adapter"
+    elif classification.model in config.models:
+        base = classification.model
     else:
-        assert classification.model is not None
-        if classification.model not in config.models:
-            return fallback_decision(config, "undeclared_model", classification)
-        base = target = classification.model
-    category = config.category(classification.category or "")
-    entry = category.best_score if category else None
-    use_reasoning = classification.use_reasoning
-    if use_reasoning is None:
-        use_reasoning = entry.use_reasoning if entry else False
-    effort = (entry.reasoning_effort if entry else None) or config.default_reasoning_effort
-    prompt = classification.system_prompt or (category.system_prompt if category else None)
-    return Decision(
-        model=target,
-        method=classification.method,
-        base_model=base,
-        category=classification.category,
-        confidence=classification.confidence,
+        return "undeclared_model"
+    template = category.best_score if category else None
+    return ModelScore(
+        model=base,
         lora_name=classification.lora_name,
-        use_reasoning=use_reasoning,
-        reasoning_effort=effort if use_reasoning else None,
-        reasoning=config.reasoning_family_of(base),
-        system_prompt=prompt,
-        system_prompt_mode=category.system_prompt_mode if category else "replace",
+        score=1.0,
+        use_reasoning=template.use_reasoning if template else False,
+        reasoning_effort=template.reasoning_effort if template else None,
     )

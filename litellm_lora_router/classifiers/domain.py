@@ -120,9 +120,8 @@ class DomainClassifier:
     def __init__(self, model: HeadModel | SequenceClassifierModel, labels: Sequence[str],
                  threshold: float, to_category: Callable[[str], str]) -> None:
         self._model = model
-        self._labels = list(labels)
+        self._categories = [to_category(label) for label in labels]  # mapped once, at load
         self._threshold = threshold
-        self._to_category = to_category
 
     @classmethod
     def load(cls, config: CategoryModelConfig, model_dir: Path, mapping_path: Path | None,
@@ -135,10 +134,10 @@ class DomainClassifier:
         results = []
         for text in texts:
             probs, truncated = await self._model.probabilities(text)
-            if len(probs) != len(self._labels):
-                raise ClassifierError(self.method, f"model has {len(probs)} outputs, mapping has {len(self._labels)} labels")
+            if len(probs) != len(self._categories):
+                raise ClassifierError(self.method, f"model has {len(probs)} outputs, mapping has {len(self._categories)} labels")
             best = int(np.argmax(probs))
-            label, confidence = self._to_category(self._labels[best]), float(probs[best])
+            label, confidence = self._categories[best], float(probs[best])
             if confidence < self._threshold:
                 results.append(Classification(None, confidence, self.method, reason="low_confidence",
                                               candidate=label, truncated=truncated))

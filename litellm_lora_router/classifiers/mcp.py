@@ -137,23 +137,30 @@ class McpClassifier:
         self.server_categories: dict[str, dict[str, Any]] = {}
         self._breaker = CircuitBreaker(config.breaker_failures, config.breaker_reset_seconds)
         self._connect_lock = asyncio.Lock()
+        self._discovered: Any = None  # the session the tool list was read from
 
-    async def connect(self) -> None:
-        """Open the session, find the tool, and read `list_categories` when the server has it."""
+    async def connect(self) -> Any:
+        """The open session; on a new one, find the tool and read `list_categories` (once per
+        session, not per request)."""
+        session = await self._session.get()
+        if session is self._discovered:
+            return session
         async with self._connect_lock:
-            session = await self._session.get()
-            if self._tool is not None and self.server_categories:
-                return
-            listed = await session.list_tools()
-            tools = [(t.name, t.description or "") for t in listed.tools]
+            if session is not self._discovered:
+                await self._discover(session)
+                self._discovered = session
+        return session
+
+    async def _discover(self, session: Any) -> None:
+        listed = await session.list_tools()
+        tools = [(t.name, t.description or "") for t in listed.tools]
+        if self._tool is None:
+            self._tool = discover_tool(tools)
             if self._tool is None:
-                self._tool = discover_tool(tools)
-                if self._tool is None:
-                    raise ClassifierError(self.method, f"no classification tool among {[n for n, _ in tools]}")
-            if "list_categories" in {n for n, _ in tools} and not self.server_categories:
-                result = await session.call_tool("list_categories", {})
-                categories = _result_json_categories(result)
-                self.server_categories = {c["name"]: c for c in categories if isinstance(c, dict) and "name" in c}
+                raise ClassifierError(self.method, f"no classification tool among {[n for n, _ in tools]}")
+        if "list_categories" in {n for n, _ in tools}:
+            categories = _result_json_categories(await session.call_tool("list_categories", {}))
+            self.server_categories = {c["name"]: c for c in categories if isinstance(c, dict) and "name" in c}
 
     async def classify(self, texts: Sequence[str], caller: Caller | None = None) -> list[Classification]:
         return [await self._classify_one(text, caller or Caller()) for text in texts]
@@ -179,9 +186,8 @@ class McpClassifier:
         return self._classification(payload)
 
     async def _call(self, arguments: dict[str, Any]) -> dict[str, Any]:
-        await self.connect()
+        session = await self.connect()
         assert self._tool is not None
-        session = await self._session.get()
         return _result_json(await session.call_tool(self._tool, arguments))
 
     def _classification(self, payload: Mapping[str, Any]) -> Classification:
