@@ -1,9 +1,12 @@
 """A vLLM-compatible stand-in server for tests and the demo (there is no GPU here).
 
-It answers the way vLLM's OpenAI server does for LoRA: `/v1/models` lists the base model and
-each adapter with its `parent`; an unknown model gets vLLM's 404 body; adapters can be loaded and
-unloaded at run time. It records every request body it receives, so tests assert what vLLM would
-really have seen (`GET /_devserver/requests`, cleared by `DELETE`).
+It answers the way vLLM's OpenAI server does for LoRA: `/v1/chat/completions`, `/v1/completions`
+and `/v1/responses` (each streaming too) take an adapter's name as `model`; `/v1/models` lists the
+base model and each adapter with its `parent`; an unknown model gets vLLM's 404 body; adapters can be
+loaded and unloaded at run time. It records every request body it receives, so tests assert what
+vLLM would really have seen (`GET /_devserver/requests`: the bodies; `GET /_devserver/calls`: path
+and body; both cleared by `DELETE /_devserver/requests`). `POST /_devserver/faults` makes a model
+answer with an error status or stall, to exercise LiteLLM's fallbacks.
 
     python -m litellm_lora_router.devserver --served-model-name llama2-7b \\
         --lora-modules technical-lora=/adapters/technical medical-lora=/adapters/medical --port 8000
@@ -25,7 +28,15 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 
 from .messages import content_text
 
-__all__ = ["StandInState", "create_app", "main", "parse_lora_modules"]
+__all__ = ["Fault", "StandInState", "create_app", "main", "parse_lora_modules"]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """An injected failure for one model: an HTTP error status, or a stall before answering."""
+
+    status: int | None = None
+    delay_s: float = 0.0
 
 
 @dataclass
@@ -36,8 +47,10 @@ class StandInState:
     base_root: str
     adapters: dict[str, str] = field(default_factory=dict)  # name -> path
     requests: list[dict[str, Any]] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
     created: int = field(default_factory=lambda: int(time.time()))
     latency_s: float = 0.0
+    faults: dict[str, Fault] = field(default_factory=dict)  # model -> injected failure
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     def lock(self, name: str) -> asyncio.Lock:
@@ -47,10 +60,15 @@ class StandInState:
     def serves(self, model: str) -> bool:
         return model == self.base_model or model in self.adapters
 
+    def record(self, path: str, body: dict[str, Any]) -> None:
+        self.requests.append(body)
+        self.paths.append(path)
+
 
 def error_response(message: str, err_type: str, status: int, param: str | None = None) -> JSONResponse:
     """vLLM's `ErrorResponse`: `{"error": {"message", "type", "param", "code"}}`."""
-    return JSONResponse({"error": {"message": message, "type": err_type, "param": param, "code": status}}, status_code=status)
+    body = {"error": {"message": message, "type": err_type, "param": param, "code": status}}
+    return JSONResponse(body, status_code=status)
 
 
 def _model_card(model_id: str, root: str, parent: str | None, created: int) -> dict[str, Any]:
@@ -81,36 +99,157 @@ def _model_card(model_id: str, root: str, parent: str | None, created: int) -> d
     }
 
 
+def _last_text(body: dict[str, Any]) -> str:
+    """The prompt's last text, whichever API the body follows (chat, completions, responses)."""
+    if isinstance(body.get("prompt"), str):
+        return str(body["prompt"])
+    if isinstance(body.get("prompt"), list) and body["prompt"] and isinstance(body["prompt"][-1], str):
+        return str(body["prompt"][-1])
+    if isinstance(body.get("input"), str):
+        return str(body["input"])
+    items = body.get("messages") if isinstance(body.get("messages"), list) else body.get("input")
+    if isinstance(items, list) and items and isinstance(items[-1], dict):
+        return content_text(items[-1].get("content"))
+    return ""
+
+
 def _reply_text(body: dict[str, Any]) -> str:
     """Deterministic text naming the model that answered, so a reader sees the routing."""
-    messages = body.get("messages") or []
-    last = content_text(messages[-1].get("content")) if messages and isinstance(messages[-1], dict) else ""
-    return f"[{body.get('model')}] answer to: {last[:60]}"
+    return f"[{body.get('model')}] answer to: {_last_text(body)[:60]}"
+
+
+def _prompt_words(body: dict[str, Any]) -> int:
+    """A stand-in token count: words of every message, the prompt or the input."""
+    items = body.get("messages") if isinstance(body.get("messages"), list) else body.get("input")
+    if isinstance(items, list):
+        return sum(len(content_text(m.get("content")).split()) for m in items if isinstance(m, dict))
+    return len(_last_text(body).split())
 
 
 def _usage(body: dict[str, Any], text: str) -> dict[str, int]:
-    prompt = sum(len(content_text(m.get("content")).split()) for m in body.get("messages") or [] if isinstance(m, dict))
+    prompt = _prompt_words(body)
     completion = len(text.split())
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-async def _stream(body: dict[str, Any], text: str) -> AsyncIterator[bytes]:
-    chunk_id = f"chatcmpl-{uuid.uuid4().hex}"
-    created = int(time.time())
-    base = {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": body["model"]}
-    words = text.split(" ")
-    first = {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}]}
-    yield f"data: {json.dumps(first)}\n\n".encode()
-    for i, word in enumerate(words):
-        piece = word if i == 0 else f" {word}"
-        chunk = {**base, "choices": [{"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}]}
-        yield f"data: {json.dumps(chunk)}\n\n".encode()
-    last = {**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]}
-    yield f"data: {json.dumps(last)}\n\n".encode()
+def _pieces(text: str) -> list[str]:
+    return [word if i == 0 else f" {word}" for i, word in enumerate(text.split(" "))]
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+async def _stream_chat(body: dict[str, Any], text: str) -> AsyncIterator[bytes]:
+    base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time()),
+            "model": body["model"]}
+    yield _sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                                     "finish_reason": None}]})
+    for piece in _pieces(text):
+        delta = {"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}
+        yield _sse({**base, "choices": [delta]})
+    yield _sse({**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]})
     if (body.get("stream_options") or {}).get("include_usage"):
-        usage = {**base, "choices": [], "usage": _usage(body, text)}
-        yield f"data: {json.dumps(usage)}\n\n".encode()
+        yield _sse({**base, "choices": [], "usage": _usage(body, text)})
     yield b"data: [DONE]\n\n"
+
+
+def _completion(body: dict[str, Any], text: str) -> dict[str, Any]:
+    """vLLM's `/v1/completions` body (`object: text_completion`)."""
+    return {
+        "id": f"cmpl-{uuid.uuid4().hex}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": body["model"],
+        "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": "stop", "stop_reason": None}],
+        "usage": _usage(body, text),
+    }
+
+
+async def _stream_completion(body: dict[str, Any], text: str) -> AsyncIterator[bytes]:
+    base = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+            "model": body["model"]}
+    for piece in _pieces(text):
+        yield _sse({**base, "choices": [{"index": 0, "text": piece, "logprobs": None, "finish_reason": None,
+                                         "stop_reason": None}]})
+    yield _sse({**base, "choices": [{"index": 0, "text": "", "logprobs": None, "finish_reason": "stop",
+                                     "stop_reason": None}]})
+    if (body.get("stream_options") or {}).get("include_usage"):
+        yield _sse({**base, "choices": [], "usage": _usage(body, text)})
+    yield b"data: [DONE]\n\n"
+
+
+def _output_message(text: str, status: str = "completed") -> dict[str, Any]:
+    return {
+        "id": f"msg_{uuid.uuid4().hex}",
+        "type": "message",
+        "status": status,
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": None}] if text else [],
+    }
+
+
+def _response(body: dict[str, Any], text: str, status: str = "completed") -> dict[str, Any]:
+    """vLLM's `/v1/responses` body (`object: response`), as OpenAI's Responses API defines it."""
+    words = _prompt_words(body)
+    output = len(text.split())
+    return {
+        "id": f"resp_{uuid.uuid4().hex}",
+        "object": "response",
+        "created_at": int(time.time()),
+        "model": body["model"],
+        "status": status,
+        "instructions": body.get("instructions"),
+        "output": [_output_message(text)] if status == "completed" else [],
+        "parallel_tool_calls": body.get("parallel_tool_calls", True),
+        "tool_choice": body.get("tool_choice", "auto"),
+        "tools": body.get("tools") or [],
+        "temperature": body.get("temperature"),
+        "top_p": body.get("top_p"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "previous_response_id": body.get("previous_response_id"),
+        "reasoning": body.get("reasoning"),
+        "metadata": body.get("metadata"),
+        "text": {"format": {"type": "text"}},
+        "truncation": "disabled",
+        "incomplete_details": None,
+        "error": None,
+        "usage": {
+            "input_tokens": words, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": output, "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": words + output,
+        } if status == "completed" else None,
+    }
+
+
+async def _stream_response(body: dict[str, Any], text: str) -> AsyncIterator[bytes]:
+    """Responses API streaming events, framed as vLLM frames them: `event: <type>` then `data:`."""
+    sequence = 0
+
+    def event(kind: str, **fields: Any) -> bytes:
+        nonlocal sequence
+        payload = {"type": kind, "sequence_number": sequence, **fields}
+        sequence += 1
+        return f"event: {kind}\ndata: {json.dumps(payload)}\n\n".encode()
+
+    started = _response(body, "", status="in_progress")
+    item = _output_message("", status="in_progress")
+    yield event("response.created", response=started)
+    yield event("response.in_progress", response=started)
+    yield event("response.output_item.added", output_index=0, item=item)
+    part = {"type": "output_text", "text": "", "annotations": [], "logprobs": None}
+    yield event("response.content_part.added", item_id=item["id"], output_index=0, content_index=0, part=part)
+    for piece in _pieces(text):
+        yield event("response.output_text.delta", item_id=item["id"], output_index=0, content_index=0, delta=piece,
+                    logprobs=[])
+    yield event("response.output_text.done", item_id=item["id"], output_index=0, content_index=0, text=text,
+                logprobs=[])
+    yield event("response.content_part.done", item_id=item["id"], output_index=0, content_index=0,
+                part={**part, "text": text})
+    done = {**_output_message(text), "id": item["id"]}
+    yield event("response.output_item.done", output_index=0, item=done)
+    finished = _response(body, text)
+    yield event("response.completed", response={**finished, "id": started["id"], "output": [done]})
 
 
 def create_app(state: StandInState) -> FastAPI:
@@ -127,28 +266,61 @@ def create_app(state: StandInState) -> FastAPI:
         cards += [_model_card(name, path, state.base_model, state.created) for name, path in state.adapters.items()]
         return {"object": "list", "data": cards}
 
-    @app.post("/v1/chat/completions", response_model=None)
-    async def chat(request: Request) -> Response:
+    async def receive(request: Request) -> tuple[dict[str, Any], Response | None]:
+        """Record the body; vLLM's 404 for an unknown model, or an injected fault, come back as a response."""
         body = await request.json()
-        state.requests.append(body)
+        state.record(request.url.path, body)
         model = body.get("model")
         if not isinstance(model, str) or not state.serves(model):
-            return error_response(f"The model `{model}` does not exist.", "NotFoundError", 404, "model")
+            return body, error_response(f"The model `{model}` does not exist.", "NotFoundError", 404, "model")
+        fault = state.faults.get(model)
+        if fault is not None and fault.delay_s:
+            await asyncio.sleep(fault.delay_s)
+        if fault is not None and fault.status:
+            return body, error_response("Injected failure (stand-in fault).", "InternalServerError", fault.status)
         if state.latency_s:
             await asyncio.sleep(state.latency_s)
+        return body, None
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(request: Request) -> Response:
+        body, refused = await receive(request)
+        if refused is not None:
+            return refused
         text = _reply_text(body)
         if body.get("stream"):
-            return StreamingResponse(_stream(body, text), media_type="text/event-stream")
+            return StreamingResponse(_stream_chat(body, text), media_type="text/event-stream")
         return JSONResponse(
             {
                 "id": f"chatcmpl-{uuid.uuid4().hex}",
                 "object": "chat.completion",
                 "created": int(time.time()),
-                "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": "stop"}],
+                "model": body["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                             "finish_reason": "stop"}],
                 "usage": _usage(body, text),
             }
         )
+
+    @app.post("/v1/completions", response_model=None)
+    async def completions(request: Request) -> Response:
+        body, refused = await receive(request)
+        if refused is not None:
+            return refused
+        text = _reply_text(body)
+        if body.get("stream"):
+            return StreamingResponse(_stream_completion(body, text), media_type="text/event-stream")
+        return JSONResponse(_completion(body, text))
+
+    @app.post("/v1/responses", response_model=None)
+    async def responses(request: Request) -> Response:
+        body, refused = await receive(request)
+        if refused is not None:
+            return refused
+        text = _reply_text(body)
+        if body.get("stream"):
+            return StreamingResponse(_stream_response(body, text), media_type="text/event-stream")
+        return JSONResponse(_response(body, text))
 
     @app.post("/v1/load_lora_adapter", response_model=None)
     async def load_lora_adapter(request: Request) -> Response:
@@ -176,9 +348,25 @@ def create_app(state: StandInState) -> FastAPI:
     async def recorded() -> list[dict[str, Any]]:
         return state.requests
 
+    @app.get("/_devserver/calls")
+    async def calls() -> list[dict[str, Any]]:
+        return [{"path": path, "body": body} for path, body in zip(state.paths, state.requests, strict=True)]
+
     @app.delete("/_devserver/requests")
     async def clear() -> Response:
         state.requests.clear()
+        state.paths.clear()
+        return Response(status_code=204)
+
+    @app.post("/_devserver/faults")
+    async def set_fault(request: Request) -> Response:
+        """`{"model": name, "status": 503}` or `{"model": name, "delay_s": 30}`; `{"model": name}` clears it."""
+        body = await request.json()
+        status, delay = body.get("status"), float(body.get("delay_s") or 0.0)
+        if status is None and not delay:
+            state.faults.pop(str(body.get("model")), None)
+        else:
+            state.faults[str(body.get("model"))] = Fault(status=status, delay_s=delay)
         return Response(status_code=204)
 
     return app
