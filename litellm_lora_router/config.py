@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import re
-import unicodedata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -197,44 +196,17 @@ class CategoryConfig(_Strict):
         return max(self.model_scores, key=lambda entry: entry.score)
 
 
-def normalize_text(text: str, case_sensitive: bool) -> str:
-    """NFC, and casefold unless case matters: the same form for keywords and queries."""
-    text = unicodedata.normalize("NFC", text)
-    return text if case_sensitive else text.casefold()
-
-
-def _is_spaced_word_char(char: str) -> bool:
-    """True for a word character of a script that separates words with spaces.
-
-    Han, kana, Thai and similar scripts write words without spaces, so a keyword in them can
-    only match as a substring; demanding a word boundary there would never match.
-    """
-    if not (char.isalnum() or char == "_"):
-        return False
-    name = unicodedata.name(char, "")
-    return not name.startswith(("CJK", "HIRAGANA", "KATAKANA", "THAI", "LAO", "KHMER", "MYANMAR"))
-
-
-def keyword_pattern(keyword: str) -> str:
-    """A whole-word regex for a literal keyword, correct for `C++`, `.NET`, `café`, `node.js`.
-
-    A boundary is demanded only on a side where the keyword itself ends in a word character,
-    because `\\b` next to `+` or `.` is wrong and Python's `\\w` is Unicode-aware.
-    """
-    left = r"(?<!\w)" if _is_spaced_word_char(keyword[0]) else ""
-    right = r"(?!\w)" if _is_spaced_word_char(keyword[-1]) else ""
-    return f"{left}{re.escape(keyword)}{right}"
-
-
 class KeywordRule(_Strict):
-    """One rule of `keyword_rules`; vLLM Semantic Router also spells `category` as `name`."""
+    """One rule of `keyword_rules`; vLLM Semantic Router also spells `category` as `name`.
+
+    Data only: `classifiers.keyword` compiles and matches the rules.
+    """
 
     category: str
     operator: Literal["AND", "OR", "NOR"] = "OR"
     keywords: list[str] = Field(min_length=1)
     case_sensitive: bool = False
     method: Literal["keyword", "exact", "regex"] = "keyword"
-    _patterns: tuple[re.Pattern[str], ...] = PrivateAttr(default=())
 
     @model_validator(mode="before")
     @classmethod
@@ -254,31 +226,6 @@ class KeywordRule(_Strict):
         if any(not k.strip() for k in value):
             raise ValueError("non-empty keywords")
         return value
-
-    def model_post_init(self, context: Any) -> None:
-        if self.method == "regex":
-            flags = 0 if self.case_sensitive else re.IGNORECASE
-            patterns = [re.compile(unicodedata.normalize("NFC", k), flags) for k in self.keywords]
-        else:
-            patterns = [
-                re.compile(keyword_pattern(normalize_text(k, self.case_sensitive)))
-                for k in self.keywords
-            ]
-        self._patterns = tuple(patterns)
-
-    def matches(self, text: str) -> tuple[bool, tuple[str, ...]]:
-        """Whether the rule fires on `text`, and which keywords matched."""
-        subject = (
-            unicodedata.normalize("NFC", text)
-            if self.method == "regex"
-            else normalize_text(text, self.case_sensitive)
-        )
-        found = tuple(k for k, p in zip(self.keywords, self._patterns, strict=True) if p.search(subject))
-        if self.operator == "OR":
-            return bool(found), found
-        if self.operator == "AND":
-            return len(found) == len(self.keywords), found
-        return not found, ()
 
 
 class CacheConfig(_Strict):
@@ -348,6 +295,16 @@ class RouterOptions(_Strict):
     classification_order: list[MethodName] = ["keyword", "embedding", "domain", "mcp"]
     audit_log: bool = True
     history_window: int = Field(default=0, ge=0)
+    # At most this many characters are classified (head and tail of the last turn, then earlier
+    # turns): the bound on the work one request can cause, however large its prompt.
+    max_text_chars: int = Field(default=2048, ge=64, le=1_000_000)
+    # Who decides reasoning when the caller set it explicitly: the caller (`caller`) or the category.
+    reasoning_precedence: Literal["caller", "category"] = "caller"
+    # Decision headers sent to clients: every one, only category and reasoning, or none.
+    response_headers: Literal["all", "minimal", "none"] = "all"
+    # `lora:<adapter>`-style tags in request metadata: off by default, because LiteLLM's tag
+    # filtering (router_settings.enable_tag_filtering) refuses requests whose tags no deployment has.
+    decision_tags: bool = False
     encoder: EncoderConfig = EncoderConfig()
 
     @field_validator("classification_order")

@@ -4,7 +4,8 @@
      ├── ConfigError           bad router_config.yaml (file, key path, expected, got)
      ├── ClassifierError       a classifier broke (method)
      │    └── ClassifierTimeout  it ran past its time budget
-     └── CacheUnavailable      the shared cache cannot be reached
+     ├── CacheUnavailable      the shared cache cannot be reached
+     └── RequestShapeError     an auto-model request is malformed (param: the field's path)
 
 "No match" and "low confidence" are values, never exceptions: only breakage raises.
 """
@@ -20,6 +21,7 @@ __all__ = [
     "ClassifierError",
     "ClassifierTimeout",
     "CacheUnavailable",
+    "RequestShapeError",
 ]
 
 
@@ -67,3 +69,15 @@ class ClassifierTimeout(ClassifierError):
 
 class CacheUnavailable(LoraRouterError):
     """The shared classification cache could not be reached."""
+
+
+class RequestShapeError(LoraRouterError, ValueError):
+    """A request cannot be routed because a field has the wrong shape: the caller's error (a 400).
+
+    `param` is the field's path as OpenAI's error bodies name it (`messages[0].content`).
+    """
+
+    def __init__(self, param: str, expected: str) -> None:
+        self.param = param
+        self.expected = expected
+        super().__init__(f"Invalid value for '{param}': expected {expected}.")

@@ -23,12 +23,14 @@ import os
 from typing import Any
 
 from litellm.integrations.custom_guardrail import CustomGuardrail
-from litellm.proxy._types import UserAPIKeyAuth
+from litellm.proxy._types import ProxyException, UserAPIKeyAuth
 from litellm.types.guardrails import GuardrailEventHooks
 
 from .classifiers.base import Caller
 from .decision import TenantPolicy, fallback_decision
-from .report import audit_line, decision_headers, decision_tags, spend_logs_metadata
+from .errors import RequestShapeError
+from .formats import ApiFormat, check_shape
+from .report import audit_line, decision_headers, decision_tags, served_model_headers, spend_logs_metadata
 from .rewrite import rewrite_request
 from .router import LoraRouter, Routed
 
@@ -40,7 +42,21 @@ audit_logger = logging.getLogger("litellm_lora_router.audit")
 #: Where the decision's headers wait, inside the request's metadata, for the response hook.
 HEADERS_KEY = "lora_router_headers"
 CONFIG_ENV = "LORA_ROUTER_CONFIG"
-ROUTED_CALL_TYPES = frozenset({"completion", "acompletion"})
+#: LiteLLM call types (1.108.7 `CallTypes`) that carry a prompt for a chat model, and their request
+#: format. The proxy passes `acompletion` (/v1/chat/completions), `atext_completion`
+#: (/v1/completions), `aresponses` (/v1/responses) and `anthropic_messages` (/v1/messages); the
+#: other names are the same APIs called through the SDK. Every other call type (embeddings, images,
+#: audio, rerank, batches, files, the Responses WebSocket...) leaves the auto model untouched.
+CALL_TYPE_FORMATS: dict[str, ApiFormat] = {
+    "completion": "chat",
+    "acompletion": "chat",
+    "text_completion": "completion",
+    "atext_completion": "completion",
+    "responses": "responses",
+    "aresponses": "responses",
+    "anthropic_messages": "anthropic",
+    "aanthropic_messages": "anthropic",
+}
 
 
 class LoraRouterHook(CustomGuardrail):
@@ -67,18 +83,25 @@ class LoraRouterHook(CustomGuardrail):
     async def async_pre_call_hook(
         self, user_api_key_dict: UserAPIKeyAuth, cache: Any, data: dict[str, Any], call_type: str
     ) -> dict[str, Any] | None:
-        if call_type not in ROUTED_CALL_TYPES or not self.router.is_auto_model(data.get("model")):
+        api_format = CALL_TYPE_FORMATS.get(str(getattr(call_type, "value", call_type)))
+        if api_format is None or not self.router.is_auto_model(data.get("model")):
             return None
+        try:
+            check_shape(data, api_format)
+        except RequestShapeError as exc:  # the caller's error: a 400 naming the field, before routing
+            raise ProxyException(str(exc), "invalid_request_error", exc.param, 400) from exc
+        options = self.router.config.lora_router
         policy = TenantPolicy.from_metadata(user_api_key_dict.metadata, user_api_key_dict.team_metadata)
         try:
-            routed = await self.router.route(data, policy, _caller(user_api_key_dict))
-            rewritten = rewrite_request(data, routed.decision)
+            routed = await self.router.route(data, policy, _caller(user_api_key_dict), api_format)
+            rewritten = rewrite_request(data, routed.decision, api_format, options.reasoning_precedence)
         except Exception as exc:  # the one broad handler: routing never breaks a request
             logger.exception("lora-router failed; falling back (%s)", type(exc).__name__)
             routed = Routed(fallback_decision(self.router.config, "error"), 0.0, type(exc).__name__)
-            rewritten = rewrite_request(data, routed.decision)
-        rewritten["metadata"] = _with_decision(data.get("metadata"), routed)
-        if self.router.config.lora_router.audit_log:
+            rewritten = rewrite_request(data, routed.decision, api_format)
+        key = metadata_key(data)
+        rewritten[key] = _with_decision(data.get(key), routed, options.response_headers, options.decision_tags)
+        if options.audit_log:
             audit_logger.info(audit_line(routed))
         return rewritten
 
@@ -89,8 +112,25 @@ class LoraRouterHook(CustomGuardrail):
         response: Any,
         request_headers: dict[str, str] | None = None,
     ) -> dict[str, str] | None:
-        headers = (data.get("metadata") or {}).get(HEADERS_KEY)
-        return dict(headers) if isinstance(headers, dict) else None
+        headers = (data.get(metadata_key(data)) or {}).get(HEADERS_KEY)
+        if not isinstance(headers, dict):
+            return None
+        return {**headers, **served_model_headers(headers, _served_model_group(response))}
+
+
+def metadata_key(data: dict[str, Any]) -> str:
+    """Where LiteLLM keeps its request metadata: `litellm_metadata` on the Responses and Anthropic
+    endpoints (their `metadata` is the caller's, sent on to the model), `metadata` elsewhere."""
+    return "litellm_metadata" if isinstance(data.get("litellm_metadata"), dict) else "metadata"
+
+
+def _served_model_group(response: Any) -> str | None:
+    """The model group that finally answered (another one after a LiteLLM fallback), as LiteLLM
+    reports it in the response's `x-litellm-model-group`."""
+    hidden = getattr(response, "_hidden_params", None)
+    extra = hidden.get("additional_headers") if isinstance(hidden, dict) else None
+    group = extra.get("x-litellm-model-group") if isinstance(extra, dict) else None
+    return group if isinstance(group, str) and group else None
 
 
 def _caller(auth: UserAPIKeyAuth) -> Caller:
@@ -99,15 +139,17 @@ def _caller(auth: UserAPIKeyAuth) -> Caller:
     return Caller(tenant=auth.team_id or auth.key_alias, user=auth.user_id, key_metadata=metadata)
 
 
-def _with_decision(metadata: Any, routed: Routed) -> dict[str, Any]:
-    """Request metadata plus the decision: spend-log fields and tags (kept by LiteLLM's spend
-    log, shown in the UI) and the headers for the response hook."""
+def _with_decision(metadata: Any, routed: Routed, header_level: str, tags: bool) -> dict[str, Any]:
+    """Request metadata plus the decision: spend-log fields (kept by LiteLLM's spend log, shown in
+    the UI), tags when the operator opted in (they take part in LiteLLM's tag filtering), and the
+    headers for the response hook."""
     merged = dict(metadata) if isinstance(metadata, dict) else {}
     spend = merged.get("spend_logs_metadata")
     merged["spend_logs_metadata"] = {**(spend if isinstance(spend, dict) else {}), **spend_logs_metadata(routed)}
-    tags = merged.get("tags")
-    merged["tags"] = [*(tags if isinstance(tags, list) else []), *decision_tags(routed)]
-    merged[HEADERS_KEY] = decision_headers(routed)
+    if tags:
+        existing = merged.get("tags")
+        merged["tags"] = [*(existing if isinstance(existing, list) else []), *decision_tags(routed)]
+    merged[HEADERS_KEY] = decision_headers(routed, header_level)
     return merged
 
 

@@ -6,14 +6,46 @@ Nothing here carries prompt text.
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from .router import Routed
 
-__all__ = ["audit_line", "decision_headers", "decision_tags", "spend_logs_metadata"]
+__all__ = [
+    "HeaderLevel",
+    "MINIMAL_HEADERS",
+    "audit_line",
+    "decision_headers",
+    "decision_tags",
+    "served_model_headers",
+    "spend_logs_metadata",
+]
+
+HeaderLevel = Literal["all", "minimal", "none"]
+
+#: `response_headers: minimal`: what kind of question it was and whether reasoning is on; no adapter
+#: names, methods, confidences, fallback reasons or timings.
+MINIMAL_HEADERS = frozenset({"x-lora-router-category", "x-vsr-selected-category", "x-vsr-selected-reasoning"})
 
 
-def decision_headers(routed: Routed) -> dict[str, str]:
+def decision_headers(routed: Routed, level: HeaderLevel | str = "all") -> dict[str, str]:
+    """The headers clients see, at the operator's `lora_router.response_headers` level; spend logs,
+    the audit line and metrics are the same at every level."""
+    if level == "none":
+        return {}
+    headers = _all_headers(routed)
+    return headers if level == "all" else {k: v for k, v in headers.items() if k in MINIMAL_HEADERS}
+
+
+def served_model_headers(sent: Mapping[str, str], served_model_group: str | None) -> dict[str, str]:
+    """`x-lora-router-served-model`: the model group that finally answered, which differs from the
+    adapter after a LiteLLM fallback. Only at the `all` level (where the adapter is shown too)."""
+    if served_model_group is None or "x-lora-router-adapter" not in sent:
+        return {}
+    return {"x-lora-router-served-model": served_model_group}
+
+
+def _all_headers(routed: Routed) -> dict[str, str]:
     """`x-lora-router-*`, plus the `x-vsr-selected-*` headers vLLM Semantic Router users know."""
     d = routed.decision
     headers = {

@@ -7,6 +7,7 @@ become a fallback `Decision` whose `reason` says what happened.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -20,7 +21,8 @@ from .classifiers.keyword import KeywordClassifier
 from .config import CategoryModelConfig, RouterConfig, load_config
 from .errors import ConfigError, ConfigIssue
 from .decision import Decision, TenantPolicy, fallback_decision, select_adapter
-from .messages import text_to_classify
+from .formats import ApiFormat, person_turns
+from .messages import classified_text
 
 __all__ = ["LoraRouter", "Routed"]
 
@@ -118,16 +120,23 @@ class LoraRouter:
         return last, error
 
     async def route(
-        self, request: dict[str, Any], policy: TenantPolicy | None = None, caller: Caller | None = None
+        self,
+        request: dict[str, Any],
+        policy: TenantPolicy | None = None,
+        caller: Caller | None = None,
+        api_format: ApiFormat = "chat",
     ) -> Routed:
-        """Decide where an auto-model request goes. Never raises."""
+        """Decide where an auto-model request of `api_format` goes. Never raises."""
         started = time.perf_counter()
         policy = policy or TenantPolicy()
         if not policy.enabled:
             decision = Decision(model=self.config.auto_model_name, method="fallback",
                                 base_model=self.config.auto_model_name, reason="routing_disabled")
             return Routed(decision, _ms_since(started))
-        text = text_to_classify(request.get("messages"), self.config.lora_router.history_window)
+        options = self.config.lora_router
+        turns = person_turns(request, api_format, newest=options.history_window + 1)
+        classified = classified_text(turns, options.history_window, options.max_text_chars)
+        text = classified.text
         if not text:
             return Routed(fallback_decision(self.config, "no_text"), _ms_since(started))
         classification, error, cache_status = await self._classify_cached(text, caller or Caller())
@@ -139,6 +148,8 @@ class LoraRouter:
             decision = fallback_decision(self.config, "classifier_error", classification)
         else:
             decision = select_adapter(self.config, classification, policy)
+        if classified.clipped and not decision.truncated:
+            decision = dataclasses.replace(decision, truncated=True)
         return Routed(decision, _ms_since(started), error, cache_status)
 
     async def _classify_cached(self, text: str, caller: Caller) -> tuple[Classification | None, str | None, str | None]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from litellm_lora_router.classifiers import KeywordClassifier
+from litellm_lora_router.classifiers.keyword import CompiledRule
 from litellm_lora_router.config import KeywordRule
 
 
-def rule(keywords: list[str], operator: str = "OR", **kw: object) -> KeywordRule:
-    return KeywordRule.model_validate({"category": "c", "operator": operator, "keywords": keywords, **kw})
+def rule(keywords: list[str], operator: str = "OR", **kw: object) -> CompiledRule:
+    return CompiledRule.from_rule(KeywordRule.model_validate({"category": "c", "operator": operator, "keywords": keywords, **kw}))
 
 
 @pytest.mark.parametrize(("keyword", "text", "hit"), [

@@ -23,7 +23,7 @@ from ..batching import MicroBatcher
 from ..config import CategoryModelConfig, EncoderConfig
 from ..errors import ClassifierError
 from .base import Caller, Classification
-from .encoders import ENCODER_ID, EncodingService
+from .encoders import ENCODER_ID, EncodingService, cut_for_tokenizer
 
 __all__ = ["HEAD_FILE", "DomainClassifier", "HeadModel", "SequenceClassifierModel", "is_head_dir", "read_labels"]
 
@@ -100,9 +100,12 @@ class SequenceClassifierModel:
         )
 
     def _run(self, texts: Sequence[str]) -> list[Probabilities]:
-        full = self._tokenizer(list(texts), add_special_tokens=True)["input_ids"]
-        truncated = [len(ids) > self._max_length for ids in full]
-        batch = self._tokenizer(list(texts), truncation=True, max_length=self._max_length, padding=True, return_tensors="pt")
+        """Cut, then tokenize once: one token past the model's maximum tells truncation apart."""
+        cut, was_cut = cut_for_tokenizer(texts, self._max_length)
+        ids = self._tokenizer(cut, add_special_tokens=True, truncation=True, max_length=self._max_length + 1)["input_ids"]
+        truncated = [c or len(seq) > self._max_length for seq, c in zip(ids, was_cut, strict=True)]
+        ids = [seq[: self._max_length - 1] + seq[-1:] if len(seq) > self._max_length else seq for seq in ids]
+        batch = self._tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
         with self._torch.inference_mode():
             logits = self._model(**{k: v.to(self._device) for k, v in batch.items()}).logits.float().cpu().numpy()
         return list(zip(_softmax(logits), truncated, strict=True))

@@ -21,7 +21,7 @@ from ..batching import MicroBatcher
 from ..config import EncoderConfig
 from ..errors import ClassifierError
 
-__all__ = ["ENCODER_ID", "package_dir", "Encoded", "Encoder", "EncodingService", "OnnxEncoder", "TorchEncoder", "build_encoder"]
+__all__ = ["CHARS_PER_TOKEN_BOUND", "ENCODER_ID", "cut_for_tokenizer", "package_dir", "Encoded", "Encoder", "EncodingService", "OnnxEncoder", "TorchEncoder", "build_encoder"]
 
 #: The one encoder family our heads and example embeddings are made with.
 ENCODER_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -59,6 +59,18 @@ def _mean_pool(states: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
 
 
+#: No token is longer than this many characters in practice, so cutting a text to
+#: `max_length * CHARS_PER_TOKEN_BOUND` characters before tokenizing never loses what the model reads.
+CHARS_PER_TOKEN_BOUND = 16
+
+
+def cut_for_tokenizer(texts: Sequence[str], max_length: int) -> tuple[list[str], list[bool]]:
+    """Texts cut to what `max_length` tokens can hold, before tokenizing: tokenizers read the whole
+    text, so an uncut megabyte costs seconds on the worker thread that every request shares."""
+    limit = max_length * CHARS_PER_TOKEN_BOUND
+    return [t[:limit] for t in texts], [len(t) > limit for t in texts]
+
+
 class _Tokenized:
     def __init__(self, model_dir: Path, max_length: int) -> None:
         from tokenizers import Tokenizer
@@ -69,9 +81,11 @@ class _Tokenized:
         self._tokenizer.no_padding()
 
     def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[bool]]:
-        encodings = self._tokenizer.encode_batch(list(texts))
-        truncated = [len(e.ids) > self.max_length for e in encodings]
-        ids = [e.ids[: self.max_length - 1] + [e.ids[-1]] if t else e.ids for e, t in zip(encodings, truncated, strict=True)]
+        """One tokenizer pass over texts cut beforehand; `truncated` says what the model did not see."""
+        cut, was_cut = cut_for_tokenizer(texts, self.max_length)
+        encodings = self._tokenizer.encode_batch(cut)
+        truncated = [c or len(e.ids) > self.max_length for e, c in zip(encodings, was_cut, strict=True)]
+        ids = [e.ids[: self.max_length - 1] + [e.ids[-1]] if len(e.ids) > self.max_length else e.ids for e in encodings]
         width = max(len(i) for i in ids)
         input_ids = np.zeros((len(ids), width), dtype=np.int64)
         mask = np.zeros((len(ids), width), dtype=np.int64)
