@@ -369,6 +369,17 @@ def create_app(state: StandInState) -> FastAPI:
             state.faults[str(body.get("model"))] = Fault(status=status, delay_s=delay)
         return Response(status_code=204)
 
+    @app.post("/v1/{rest:path}", response_model=None)
+    async def not_served(rest: str, request: Request) -> Response:
+        """Any other API (embeddings, audio, ...): recorded, then FastAPI's 404 as vLLM answers it
+        for a model that does not serve it, so tests can see which model a call was sent for."""
+        try:
+            body = await request.json()
+        except ValueError:
+            body = {}
+        state.record(request.url.path, body if isinstance(body, dict) else {})
+        return JSONResponse({"detail": "Not Found"}, status_code=404)
+
     return app
 
 

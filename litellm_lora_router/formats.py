@@ -209,7 +209,8 @@ def check_shape(request: Mapping[str, Any], fmt: ApiFormat) -> None:
             if not isinstance(system, list):
                 raise _fail("system", "a string or an array of text blocks")
             for j, block in enumerate(system):
-                if not isinstance(block, Mapping) or block.get("type") != "text" or not isinstance(block.get("text"), str):
+                is_text = isinstance(block, Mapping) and block.get("type") == "text"
+                if not (is_text and isinstance(block.get("text"), str)):
                     raise _fail(f"system[{j}]", "a text block")
     else:
         prompt = request.get("prompt")

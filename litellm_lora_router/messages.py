@@ -34,7 +34,9 @@ def clip(text: str, max_chars: int) -> str:
     return f"{text[:head]}\n{text[len(text) - tail:]}" if tail > 0 else text[:max_chars]
 
 
-def classified_text(turns: Sequence[str], history_window: int = 0, max_chars: int = DEFAULT_MAX_CHARS) -> ClassifiedText:
+def classified_text(
+    turns: Sequence[str], history_window: int = 0, max_chars: int = DEFAULT_MAX_CHARS
+) -> ClassifiedText:
     """The last turn, preceded by up to `history_window` earlier turns (a follow-up such as "and how
     do I skip two rows?" carries no domain words of its own), within `max_chars` in all: the last
     turn keeps head and tail, earlier turns fill what budget is left, newest first."""

@@ -3,12 +3,13 @@
 Each API keeps the system prompt and the reasoning switches in its own place, and LiteLLM carries
 each of them to vLLM in its own way (checked with the vLLM stand-in, LiteLLM 1.108.7):
 
-| API | system prompt | chat-template flag (qwen3, deepseek) | effort (gpt-oss) |
-|---|---|---|---|
-| chat completions | first `system`/`developer` message | `chat_template_kwargs` | `reasoning_effort` |
-| Responses | `instructions` (or a `system`/`developer` input item) | `extra_body.chat_template_kwargs` (LiteLLM drops a top-level one) | `reasoning.effort` |
-| Anthropic Messages | top-level `system` (string or text blocks) | `chat_template_kwargs` (passed through) | `reasoning_effort` (wins over `thinking`) |
-| text completions | not applied: no chat template | not applied | not applied |
+- chat completions: the first `system`/`developer` message; `chat_template_kwargs` (qwen3,
+  deepseek) or `reasoning_effort` (gpt-oss).
+- Responses: `instructions` (or a `system`/`developer` input item); `extra_body.chat_template_kwargs`
+  (LiteLLM drops a top-level one and sends `extra_body` on) or `reasoning.effort`.
+- Anthropic Messages: top-level `system` (a string or text blocks); `chat_template_kwargs` (passed
+  through to the chat request LiteLLM makes) or `reasoning_effort` (wins over `thinking`).
+- text completions: the model only; vLLM applies no chat template to a `prompt`.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def _system_prompt_responses(request: dict[str, Any], decision: Decision) -> Non
 
 def _system_prompt_anthropic(request: dict[str, Any], decision: Decision) -> None:
     if decision.system_prompt:
-        request["system"] = _prefixed(request.get("system"), decision.system_prompt, decision.system_prompt_mode, "text")
+        request["system"] = _prefixed(request.get("system"), decision.system_prompt, decision.system_prompt_mode,
+                                      "text")
 
 
 def _merged(container: Any, key: str, value: Any, keep_existing: bool) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from .cache import ClassificationCache, cache_key
 from .classifiers.base import Caller, Classification, Classifier
 from .classifiers.keyword import KeywordClassifier
 from .config import CategoryModelConfig, RouterConfig, load_config
-from .errors import ConfigError, ConfigIssue
 from .decision import Decision, TenantPolicy, fallback_decision, select_adapter
+from .errors import ConfigError, ConfigIssue
 from .formats import ApiFormat, person_turns
 from .messages import classified_text
 

@@ -31,8 +31,16 @@ class StandIn:
     def received(self) -> list[dict[str, Any]]:
         return list(httpx.get(self.service.url + "/_devserver/requests").json())
 
+    def calls(self) -> list[dict[str, Any]]:
+        """Every request received: `{"path": ..., "body": ...}`."""
+        return list(httpx.get(self.service.url + "/_devserver/calls").json())
+
     def clear(self) -> None:
         httpx.delete(self.service.url + "/_devserver/requests")
+
+    def fault(self, model: str, status: int | None = None, delay_s: float = 0.0) -> None:
+        """Make `model` answer `status` or stall `delay_s` seconds; no arguments clears it."""
+        httpx.post(self.service.url + "/_devserver/faults", json={"model": model, "status": status, "delay_s": delay_s})
 
 
 @dataclass

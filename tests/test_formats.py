@@ -28,7 +28,8 @@ GPT_OSS = ReasoningFamily(type="reasoning_effort", parameter="reasoning_effort")
 def decision(prompt: str | None = "You code.", mode: str = "replace", family: ReasoningFamily | None = QWEN3,
              use_reasoning: bool = True) -> Decision:
     return Decision(model="code-lora", method="keyword", base_model="base", category="technical", confidence=1.0,
-                    lora_name="code-lora", use_reasoning=use_reasoning, reasoning_effort="medium" if use_reasoning else None,
+                    lora_name="code-lora", use_reasoning=use_reasoning,
+                    reasoning_effort="medium" if use_reasoning else None,
                     reasoning=family, system_prompt=prompt, system_prompt_mode=mode)
 
 
@@ -46,7 +47,8 @@ def test_strip_scaffolding_drops_reminders_and_unclosed_ones() -> None:
 
 @pytest.mark.parametrize(("fmt", "request_body", "turns"), [
     ("chat", {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-                           {"role": "tool", "tool_call_id": "1", "content": "python"}, {"role": "user", "content": "c"}]},
+                           {"role": "tool", "tool_call_id": "1", "content": "python"},
+                           {"role": "user", "content": "c"}]},
      ["a", "c"]),
     ("responses", {"input": "just a string"}, ["just a string"]),
     ("responses", {"input": [{"role": "user", "content": [{"type": "input_text", "text": "first"}]},
@@ -127,7 +129,8 @@ def test_tokenizer_input_is_cut_before_tokenizing() -> None:
     ("chat", {"messages": "hello"}, "messages"),
     ("chat", {"messages": [{"content": "no role"}]}, "messages[0].role"),
     ("responses", {"input": 42}, "input"),
-    ("responses", {"input": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]}, "input[0].content[0].type"),
+    ("responses", {"input": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]},
+     "input[0].content[0].type"),
     ("responses", {"input": "ok", "instructions": ["x"]}, "instructions"),
     ("anthropic", {"messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
     ("anthropic", {"messages": [{"role": "user", "content": [{"type": "input_text", "text": "x"}]}]},
@@ -146,7 +149,8 @@ def test_bad_shapes_name_the_field(fmt: Any, body: dict[str, Any], param: str) -
     ("chat", {"messages": [{"role": "system", "content": None}, {"role": "user", "content": [
         {"type": "text", "text": "a"}, {"type": "image_url", "image_url": {"url": "data:,"}}]},
         {"role": "assistant", "content": None, "tool_calls": []}, {"role": "tool", "content": "r"}]}),
-    ("responses", {"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}, {"role": "user", "content": "hi"}]}),
+    ("responses", {"input": [{"type": "function_call_output", "call_id": "c", "output": "x"},
+                             {"role": "user", "content": "hi"}]}),
     ("completion", {"prompt": [[1, 2], [3]]}),
 ])
 def test_good_shapes_pass(fmt: Any, body: dict[str, Any]) -> None:
@@ -166,7 +170,8 @@ def test_developer_message_is_the_system_message() -> None:
     assert rewrite_request(body, decision())["messages"] == [{"role": "developer", "content": "You code."},
                                                             {"role": "user", "content": "python?"}]
     inserted = rewrite_request(body, decision(mode="insert"))["messages"]
-    assert inserted == [{"role": "developer", "content": "You code.\n\nBe brief."}, {"role": "user", "content": "python?"}]
+    assert inserted == [{"role": "developer", "content": "You code.\n\nBe brief."},
+                        {"role": "user", "content": "python?"}]
 
 
 def test_callers_explicit_reasoning_flag_wins_by_default() -> None:
@@ -177,7 +182,8 @@ def test_callers_explicit_reasoning_flag_wins_by_default() -> None:
         "enable_thinking": True}
     effort = {"messages": [{"role": "user", "content": "x"}], "reasoning_effort": "low"}
     assert rewrite_request(effort, decision(family=GPT_OSS))["reasoning_effort"] == "low"
-    assert rewrite_request(effort, decision(family=GPT_OSS), reasoning_precedence="category")["reasoning_effort"] == "medium"
+    enforced = rewrite_request(effort, decision(family=GPT_OSS), reasoning_precedence="category")
+    assert enforced["reasoning_effort"] == "medium"
 
 
 def test_responses_rewrite_instructions_and_reasoning() -> None:
@@ -200,12 +206,14 @@ def test_anthropic_rewrite_system_string_and_blocks() -> None:
     assert rewrite_request(body, decision(), "anthropic")["system"] == "You code."
     assert rewrite_request(body, decision(mode="insert"), "anthropic")["system"] == [
         {"type": "text", "text": "You code."}, *blocks]
-    assert rewrite_request({**body, "system": "S."}, decision(mode="insert"), "anthropic")["system"] == "You code.\n\nS."
+    inserted = rewrite_request({**body, "system": "S."}, decision(mode="insert"), "anthropic")
+    assert inserted["system"] == "You code.\n\nS."
     assert rewrite_request({"messages": []}, decision(), "anthropic")["system"] == "You code."
     thinking = {"messages": [], "thinking": {"type": "enabled", "budget_tokens": 1024}}
     assert "reasoning_effort" not in rewrite_request(thinking, decision(family=GPT_OSS), "anthropic")
     assert rewrite_request({"messages": []}, decision(family=GPT_OSS), "anthropic")["reasoning_effort"] == "medium"
-    assert rewrite_request({"messages": []}, decision(), "anthropic")["chat_template_kwargs"] == {"enable_thinking": True}
+    flag = rewrite_request({"messages": []}, decision(), "anthropic")["chat_template_kwargs"]
+    assert flag == {"enable_thinking": True}
 
 
 def test_completions_get_the_model_only() -> None:

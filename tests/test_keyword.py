@@ -10,7 +10,8 @@ from litellm_lora_router.config import KeywordRule
 
 
 def rule(keywords: list[str], operator: str = "OR", **kw: object) -> CompiledRule:
-    return CompiledRule.from_rule(KeywordRule.model_validate({"category": "c", "operator": operator, "keywords": keywords, **kw}))
+    spec = {"category": "c", "operator": operator, "keywords": keywords, **kw}
+    return CompiledRule.from_rule(KeywordRule.model_validate(spec))
 
 
 @pytest.mark.parametrize(("keyword", "text", "hit"), [

@@ -102,7 +102,7 @@ class SequenceClassifierModel:
     def _run(self, texts: Sequence[str]) -> list[Probabilities]:
         """Cut, then tokenize once: one token past the model's maximum tells truncation apart."""
         cut, was_cut = cut_for_tokenizer(texts, self._max_length)
-        ids = self._tokenizer(cut, add_special_tokens=True, truncation=True, max_length=self._max_length + 1)["input_ids"]
+        ids = self._tokenizer(cut, truncation=True, max_length=self._max_length + 1)["input_ids"]
         truncated = [c or len(seq) > self._max_length for seq, c in zip(ids, was_cut, strict=True)]
         ids = [seq[: self._max_length - 1] + seq[-1:] if len(seq) > self._max_length else seq for seq in ids]
         batch = self._tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")

@@ -21,7 +21,10 @@ from ..batching import MicroBatcher
 from ..config import EncoderConfig
 from ..errors import ClassifierError
 
-__all__ = ["CHARS_PER_TOKEN_BOUND", "ENCODER_ID", "cut_for_tokenizer", "package_dir", "Encoded", "Encoder", "EncodingService", "OnnxEncoder", "TorchEncoder", "build_encoder"]
+__all__ = [
+    "CHARS_PER_TOKEN_BOUND", "ENCODER_ID", "Encoded", "Encoder", "EncodingService", "OnnxEncoder", "TorchEncoder",
+    "build_encoder", "cut_for_tokenizer", "package_dir",
+]
 
 #: The one encoder family our heads and example embeddings are made with.
 ENCODER_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -85,7 +88,8 @@ class _Tokenized:
         cut, was_cut = cut_for_tokenizer(texts, self.max_length)
         encodings = self._tokenizer.encode_batch(cut)
         truncated = [c or len(e.ids) > self.max_length for e, c in zip(encodings, was_cut, strict=True)]
-        ids = [e.ids[: self.max_length - 1] + [e.ids[-1]] if len(e.ids) > self.max_length else e.ids for e in encodings]
+        limit = self.max_length
+        ids = [e.ids[: limit - 1] + [e.ids[-1]] if len(e.ids) > limit else e.ids for e in encodings]
         width = max(len(i) for i in ids)
         input_ids = np.zeros((len(ids), width), dtype=np.int64)
         mask = np.zeros((len(ids), width), dtype=np.int64)

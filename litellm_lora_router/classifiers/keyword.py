@@ -66,7 +66,10 @@ class CompiledRule:
     def matches(self, text: str) -> tuple[bool, tuple[str, ...]]:
         """Whether the rule fires on `text`, and which keywords matched."""
         rule = self.rule
-        subject = unicodedata.normalize("NFC", text) if rule.method == "regex" else normalize_text(text, rule.case_sensitive)
+        if rule.method == "regex":
+            subject = unicodedata.normalize("NFC", text)
+        else:
+            subject = normalize_text(text, rule.case_sensitive)
         found = tuple(k for k, p in zip(rule.keywords, self.patterns, strict=True) if p.search(subject))
         if rule.operator == "OR":
             return bool(found), found

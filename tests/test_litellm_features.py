@@ -1,0 +1,133 @@
+"""LiteLLM features teams already run, which routing must not break: tag filtering, router
+fallbacks (5xx and timeouts), and `--num_workers`. Keyword rules only, so no model is needed."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from litellm_lora_router.processes import start_proxy
+
+from .conftest import DEFAULT_LITELLM_CONFIG, DEFAULT_ROUTER_CONFIG, Proxy, StandIn, new_master_key
+
+TECH = "Explain async/await in JavaScript"
+MEDICAL = "What causes high blood pressure?"
+LEGAL = "Is a verbal contract binding?"
+
+
+def deployment(name: str, served: str | None = None, **params: Any) -> dict[str, Any]:
+    return {"model_name": name, "litellm_params": {"model": f"hosted_vllm/{served or name}",
+                                                   "api_base": "os.environ/VLLM_API_BASE", **params}}
+
+
+def keyword_only_router_config(tmp: Path) -> Path:
+    raw = yaml.safe_load(DEFAULT_ROUTER_CONFIG.read_text())
+    del raw["classifier"]
+    path = tmp / "router_config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture(scope="module")
+def features_proxy(standin: StandIn, logs_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    """Tag filtering on (technical-lora serves team-a only), fallbacks from two adapters to the base
+    model (as `MoM`, the README's advice, and as `llama2-7b`), and a short timeout on legal-lora."""
+    tmp = tmp_path_factory.mktemp("features")
+    config = {
+        "model_list": [
+            deployment("MoM", "llama2-7b", tags=["team-a", "team-b"]),
+            deployment("llama2-7b", tags=["team-a", "team-b"]),
+            deployment("technical-lora", tags=["team-a"]),
+            deployment("medical-lora"),
+            deployment("legal-lora", timeout=2),
+        ],
+        "litellm_settings": {"callbacks": "litellm_lora_router.proxy_handler_instance"},
+        "router_settings": {"enable_tag_filtering": True, "num_retries": 0,
+                            "fallbacks": [{"technical-lora": ["MoM"]}, {"legal-lora": ["llama2-7b"]}]},
+        "general_settings": {"master_key": "os.environ/LITELLM_MASTER_KEY"},
+    }
+    (tmp / "litellm.yaml").write_text(yaml.safe_dump(config))
+    key = new_master_key()
+    service = start_proxy(tmp / "litellm.yaml", keyword_only_router_config(tmp), standin.api_base, key, logs_dir)
+    yield Proxy(service, key)
+    service.stop()
+
+
+def ask(proxy: Proxy, text: str, **extra: Any) -> httpx.Response:
+    return proxy.chat({"model": "MoM", "messages": [{"role": "user", "content": text}], **extra})
+
+
+def test_tag_filtering_does_not_refuse_routed_requests(features_proxy: Proxy, standin: StandIn) -> None:
+    """Fails on the old code: its `lora:*` tags matched no deployment, and LiteLLM answered 401."""
+    standin.clear()
+    response = ask(features_proxy, MEDICAL)
+    assert response.status_code == 200, response.text
+    assert standin.received()[0]["model"] == "medical-lora"
+
+
+def test_callers_own_tags_still_filter(features_proxy: Proxy, standin: StandIn) -> None:
+    standin.clear()
+    allowed = ask(features_proxy, TECH, metadata={"tags": ["team-a"]})
+    assert allowed.status_code == 200, allowed.text
+    assert standin.received()[0]["model"] == "technical-lora"
+    standin.clear()
+    refused = ask(features_proxy, TECH, metadata={"tags": ["team-b"]})
+    assert refused.status_code != 200  # technical-lora serves team-a only, as LiteLLM is configured
+    assert standin.received() == []
+
+
+def test_adapter_answering_5xx_falls_back_to_the_base_model(features_proxy: Proxy, standin: StandIn) -> None:
+    standin.clear()
+    standin.fault("technical-lora", status=503)
+    try:
+        response = ask(features_proxy, TECH)
+    finally:
+        standin.fault("technical-lora")
+    assert response.status_code == 200, response.text
+    assert [r["model"] for r in standin.received()] == ["technical-lora", "llama2-7b"]
+    assert response.json()["choices"][0]["message"]["content"].startswith("[llama2-7b]")
+    assert response.headers["x-lora-router-adapter"] == "technical-lora"  # what the router chose
+    assert response.headers["x-lora-router-served-model"] == "MoM"  # what finally answered: the base model
+
+
+def test_adapter_timing_out_falls_back_to_the_base_model(features_proxy: Proxy, standin: StandIn) -> None:
+    standin.clear()
+    standin.fault("legal-lora", delay_s=8)
+    try:
+        response = ask(features_proxy, LEGAL)
+    finally:
+        standin.fault("legal-lora")
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"].startswith("[llama2-7b]")
+    assert response.headers["x-lora-router-adapter"] == "legal-lora"
+    assert response.headers["x-lora-router-served-model"] == "llama2-7b"
+
+
+def test_num_workers_each_route(standin: StandIn, logs_dir: Path, tmp_path: Path) -> None:
+    """`litellm --num_workers 2`: every worker loads the plugin and routes; nothing is shared."""
+    litellm_cli = str(Path(sys.executable).parent / "litellm")
+    key = new_master_key()
+    command = [litellm_cli, "--config", str(DEFAULT_LITELLM_CONFIG),
+               "--host", "127.0.0.1", "--port", "{port}", "--num_workers", "2"]
+    service = start_proxy(DEFAULT_LITELLM_CONFIG, keyword_only_router_config(tmp_path), standin.api_base, key,
+                          logs_dir, command=command)
+    proxy = Proxy(service, key)
+    try:
+        standin.clear()
+        with httpx.Client(timeout=60) as client:  # new connections, so both workers get requests
+            for _ in range(6):
+                response = client.post(proxy.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}",
+                                                                                  "Connection": "close"},
+                                       json={"model": "MoM", "messages": [{"role": "user", "content": TECH}]})
+                assert response.status_code == 200, response.text
+                assert response.headers["x-lora-router-adapter"] == "technical-lora"
+        assert {r["model"] for r in standin.received()} == {"technical-lora"}
+        assert service.log().count("Started server process") == 2
+    finally:
+        service.stop()
