@@ -136,6 +136,7 @@ def start_proxy(
     log_dir: Path,
     command: Sequence[str] | None = None,
     extra_env: Mapping[str, str] | None = None,
+    timeout_s: float = 90.0,
 ) -> Service:
     """A real `litellm` proxy process with the plugin; `command` may replace the `litellm` CLI."""
     port = free_port()
@@ -144,4 +145,4 @@ def start_proxy(
     argv = [*argv, str(port)] if command is None else [a.replace("{port}", str(port)) for a in argv]
     env = {**proxy_env(router_config, vllm_api_base, master_key), **(extra_env or {})}
     url = f"http://127.0.0.1:{port}"
-    return start_service(f"litellm-{port}", argv, url, http_ready(url + "/health/liveliness"), log_dir, env)
+    return start_service(f"litellm-{port}", argv, url, http_ready(url + "/health/liveliness"), log_dir, env, timeout_s)

@@ -21,6 +21,11 @@ MEDICAL = "What causes high blood pressure?"
 LEGAL = "Is a verbal contract binding?"
 
 
+@pytest.fixture(scope="session")
+def default_models() -> None:
+    """Keyword rules only: these tests need no trained model, so they do not wait for one."""
+
+
 def deployment(name: str, served: str | None = None, **params: Any) -> dict[str, Any]:
     return {"model_name": name, "litellm_params": {"model": f"hosted_vllm/{served or name}",
                                                    "api_base": "os.environ/VLLM_API_BASE", **params}}
@@ -71,15 +76,19 @@ def test_tag_filtering_does_not_refuse_routed_requests(features_proxy: Proxy, st
     assert standin.received()[0]["model"] == "medical-lora"
 
 
-def test_callers_own_tags_still_filter(features_proxy: Proxy, standin: StandIn) -> None:
-    standin.clear()
-    allowed = ask(features_proxy, TECH, metadata={"tags": ["team-a"]})
-    assert allowed.status_code == 200, allowed.text
-    assert standin.received()[0]["model"] == "technical-lora"
-    standin.clear()
-    refused = ask(features_proxy, TECH, metadata={"tags": ["team-b"]})
-    assert refused.status_code != 200  # technical-lora serves team-a only, as LiteLLM is configured
-    assert standin.received() == []
+@pytest.mark.parametrize("tags", [["team-a"], ["team-b"], ["&team-b"], ["!team-a"]])
+def test_callers_own_tags_filter_as_before(features_proxy: Proxy, standin: StandIn, tags: list[str]) -> None:
+    """A routed request meets LiteLLM's tag filter exactly as the same request sent to the adapter
+    directly does: same status, same deployment (technical-lora carries team-a only)."""
+    outcomes = []
+    for model in ("MoM", "technical-lora"):
+        standin.clear()
+        response = features_proxy.chat({"model": model, "metadata": {"tags": tags},
+                                         "messages": [{"role": "user", "content": TECH}]})
+        outcomes.append((response.status_code, [r["model"] for r in standin.received()]))
+    assert outcomes[0] == outcomes[1]
+    if tags == ["team-a"]:
+        assert outcomes[0] == (200, ["technical-lora"])
 
 
 def test_adapter_answering_5xx_falls_back_to_the_base_model(features_proxy: Proxy, standin: StandIn) -> None:
@@ -109,14 +118,22 @@ def test_adapter_timing_out_falls_back_to_the_base_model(features_proxy: Proxy, 
     assert response.headers["x-lora-router-served-model"] == "llama2-7b"
 
 
+def worker_pids(parent: int) -> list[int]:
+    """uvicorn's worker processes under the `litellm` process (multiprocessing spawn children)."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
 def test_num_workers_each_route(standin: StandIn, logs_dir: Path, tmp_path: Path) -> None:
-    """`litellm --num_workers 2`: every worker loads the plugin and routes; nothing is shared."""
+    """`litellm --num_workers 2`: every worker loads the plugin and routes; nothing is shared. Workers
+    import LiteLLM and load the plugin before they answer uvicorn's health check, so the README's
+    `--timeout_worker_healthcheck` is part of the command (uvicorn's 5 s kills slow starters forever)."""
     litellm_cli = str(Path(sys.executable).parent / "litellm")
     key = new_master_key()
-    command = [litellm_cli, "--config", str(DEFAULT_LITELLM_CONFIG),
-               "--host", "127.0.0.1", "--port", "{port}", "--num_workers", "2"]
+    command = [litellm_cli, "--config", str(DEFAULT_LITELLM_CONFIG), "--host", "127.0.0.1", "--port", "{port}",
+               "--num_workers", "2", "--timeout_worker_healthcheck", "120"]
     service = start_proxy(DEFAULT_LITELLM_CONFIG, keyword_only_router_config(tmp_path), standin.api_base, key,
-                          logs_dir, command=command)
+                          logs_dir, command=command, timeout_s=300)
     proxy = Proxy(service, key)
     try:
         standin.clear()
@@ -128,6 +145,6 @@ def test_num_workers_each_route(standin: StandIn, logs_dir: Path, tmp_path: Path
                 assert response.status_code == 200, response.text
                 assert response.headers["x-lora-router-adapter"] == "technical-lora"
         assert {r["model"] for r in standin.received()} == {"technical-lora"}
-        assert service.log().count("Started server process") == 2
+        assert len(worker_pids(service.process.pid)) == 2  # both alive, none restarted in a loop
     finally:
         service.stop()
