@@ -128,6 +128,8 @@ def _served_model_group(response: Any) -> str | None:
     """The model group that finally answered (another one after a LiteLLM fallback), as LiteLLM
     reports it in the response's `x-litellm-model-group`."""
     hidden = getattr(response, "_hidden_params", None)
+    if hidden is None and isinstance(response, dict):  # Anthropic-format responses are dicts
+        hidden = response.get("_hidden_params")
     extra = hidden.get("additional_headers") if isinstance(hidden, dict) else None
     group = extra.get("x-litellm-model-group") if isinstance(extra, dict) else None
     return group if isinstance(group, str) and group else None

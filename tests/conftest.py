@@ -127,7 +127,9 @@ def launch_proxy(
     command = None
     if keys is not None:
         command = [sys.executable, "-m", "tests.support.proxy_launcher", str(litellm_config), "{port}", json.dumps(keys)]
-    service = start_proxy(litellm_config, router_config, standin.api_base, master_key, logs_dir, command, extra_env)
+    # generous: on a shared 2-core host LiteLLM alone can take a minute or more to start
+    service = start_proxy(litellm_config, router_config, standin.api_base, master_key, logs_dir, command, extra_env,
+                          timeout_s=300)
     return Proxy(service, master_key)
 
 
