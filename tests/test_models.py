@@ -62,6 +62,35 @@ async def test_format1_sequence_classifier(tiny_bert: Path) -> None:
     assert routed.decision.truncated and decision_headers(routed)["x-lora-router-truncated"] == "true"
 
 
+class _CountingTokenizer:
+    """Delegates to the real tokenizer, recording how often and on how much text it runs."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.calls: list[int] = []
+
+    def __call__(self, texts: list[str], **kwargs: Any) -> Any:
+        self.calls.append(max(len(t) for t in texts))
+        return self.tokenizer(texts, **kwargs)
+
+    def pad(self, *args: Any, **kwargs: Any) -> Any:
+        return self.tokenizer.pad(*args, **kwargs)
+
+
+async def test_format1_cuts_before_tokenizing_and_tokenizes_once(tiny_bert: Path) -> None:
+    """Issue 11, item 6: fails on the old code, which tokenized a megabyte twice on the model thread."""
+    raw = guide_raw()
+    raw["classifier"]["category_model"] = {"model_id": str(tiny_bert), "threshold": 0.0}
+    router = LoraRouter.from_config(parse_config(raw))
+    model = next(c for c in router.classifiers if c.method == "domain")._model  # type: ignore[attr-defined]
+    counting = _CountingTokenizer(model._tokenizer)
+    model._tokenizer = counting
+    [result] = await next(c for c in router.classifiers if c.method == "domain").classify(["code " * 200_000])
+    assert result.truncated
+    assert len(counting.calls) == 1 and counting.calls[0] <= 24 * 16  # 24 positions, 16 characters a token at most
+    await router.aclose()
+
+
 async def test_format1_with_vsr_category_mapping(tiny_bert: Path, tmp_path: Path) -> None:
     mapping = tmp_path / "category_mapping.json"
     mapping.write_text(json.dumps({"category_to_idx": {"legal": 0, "technical": 1, "medical": 2},
