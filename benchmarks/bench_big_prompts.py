@@ -30,11 +30,11 @@ ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"model": "llama2-7b", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 8}
 
 
-def big_prompt(megabytes: float) -> dict[str, Any]:
+def big_prompt(megabytes: float, model: str) -> dict[str, Any]:
     """Prose with no keyword of any rule, so every rule scans all of it."""
     sentence = "the quiet harbour town woke slowly as fishing boats drifted past the old stone pier. "
     text = sentence * int(megabytes * 1_000_000 / len(sentence))
-    return {"model": "MoM", "messages": [{"role": "user", "content": text + "What do you think?"}], "max_tokens": 8}
+    return {"model": model, "messages": [{"role": "user", "content": text + "What do you think?"}], "max_tokens": 8}
 
 
 def small_latencies(url: str, key: str, n: int) -> list[float]:
@@ -48,13 +48,13 @@ def small_latencies(url: str, key: str, n: int) -> list[float]:
     return times
 
 
-def measure(url: str, key: str, n: int, megabytes: float) -> tuple[list[float], list[float], int]:
-    """Small-request latencies alone, then while one client sends big prompts back to back."""
+def measure(url: str, key: str, n: int, megabytes: float, model: str) -> tuple[list[float], list[float], int]:
+    """Small-request latencies alone, then while one client sends big prompts for `model` back to back."""
     small_latencies(url, key, 10)  # warm-up
     quiet = small_latencies(url, key, n)
     stop = threading.Event()
     sent = [0]
-    body = big_prompt(megabytes)
+    body = big_prompt(megabytes, model)
 
     def flood() -> None:
         with httpx.Client(timeout=300, headers={"Authorization": f"Bearer {key}"}) as client:
@@ -86,7 +86,7 @@ def main() -> None:
     key = "sk-" + secrets.token_hex(16)
     rows = []
     try:
-        for label, budget in (("budget 2048 chars (default)", 2048), ("no budget (1,000,000 chars)", 1_000_000)):
+        for label, budget in (("budget 2048 chars (default)", 2048), ("no budget (1,000,000)", 1_000_000)):
             raw = yaml.safe_load((ROOT / "router_config.yaml").read_text())
             raw.setdefault("lora_router", {})["max_text_chars"] = budget
             raw["classifier"]["category_model"]["model_id"] = str(ROOT / "models/mom-domain-classifier")
@@ -97,15 +97,19 @@ def main() -> None:
             proxy = start_proxy(ROOT / "litellm_config.yaml", config, standin.url + "/v1", key, logs)
             services.append(proxy)
             print(f"{label}: measuring ...", flush=True)
-            quiet, loaded, sent = measure(proxy.url, key, args.requests, args.megabytes)
+            quiet, loaded, sent = measure(proxy.url, key, args.requests, args.megabytes, "MoM")
+            rows.append((f"MoM, {label}", quiet, loaded, sent))
+            if budget == 2048:  # LiteLLM's own cost of a big body: the same prompts for a model not routed
+                quiet, loaded, sent = measure(proxy.url, key, args.requests, args.megabytes, "llama2-7b")
+                rows.append(("llama2-7b, not routed", quiet, loaded, sent))
             proxy.stop()
-            rows.append((label, quiet, loaded, sent))
     finally:
         for service in services:
             service.stop()
-    print(f"\nsmall requests for another model (llama2-7b), {args.requests} each; one client sending "
-          f"{args.megabytes:g} MB auto-model prompts back to back")
-    print(f"{'':32} {'alone p50':>10} {'p95':>8} {'loaded p50':>11} {'p95':>8} {'ratio p50':>10} {'big sent':>9}")
+    print(f"\nsmall requests for another model (llama2-7b), {args.requests} each, alone and while one client "
+          f"sends {args.megabytes:g} MB prompts back to back (ms)")
+    print(f"{'big prompts for':32} {'alone p50':>10} {'p95':>8} {'loaded p50':>11} {'p95':>8} "
+          f"{'ratio p50':>10} {'big sent':>9}")
     for label, quiet, loaded, sent in rows:
         q50, l50 = statistics.median(quiet), statistics.median(loaded)
         print(f"{label:32} {q50:10.1f} {p(quiet, 95):8.1f} {l50:11.1f} {p(loaded, 95):8.1f} "

@@ -60,7 +60,8 @@ CALL_TYPE_FORMATS: dict[str, ApiFormat] = {
 
 
 class LoraRouterHook(CustomGuardrail):
-    """Routes `model: MoM` chat requests to a LoRA adapter before LiteLLM picks a deployment."""
+    """Routes `model: MoM` requests of every API that carries a prompt (chat, Responses, Anthropic
+    Messages, text completions) to a LoRA adapter before LiteLLM picks a deployment."""
 
     def __init__(
         self,
