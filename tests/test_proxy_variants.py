@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -80,6 +81,52 @@ def test_reasoning_effort_reaches_vllm(reasoning_setup: tuple[Proxy, StandIn, St
     [received] = oss.received()
     assert received["model"] == "law-lora"
     assert received["reasoning_effort"] == "medium"
+
+
+def test_callers_explicit_thinking_flag_reaches_vllm(reasoning_setup: tuple[Proxy, StandIn, StandIn]) -> None:
+    """Issue 11, item 16: fails on the old code, which overwrote it with the category's value."""
+    proxy, qwen, _ = reasoning_setup
+    qwen.clear()
+    body = {"model": "MoM", "messages": [{"role": "user", "content": "python decorators?"}],
+            "chat_template_kwargs": {"enable_thinking": False}}
+    assert proxy.chat(body).status_code == 200
+    [received] = qwen.received()
+    assert received["model"] == "code-lora" and received["chat_template_kwargs"] == {"enable_thinking": False}
+
+
+def post(proxy: Proxy, path: str, body: dict[str, object]) -> None:
+    response = httpx.post(proxy.url + path, json=body, headers={"Authorization": f"Bearer {proxy.master_key}"},
+                          timeout=60)
+    assert response.status_code == 200, response.text
+
+
+def test_reasoning_reaches_vllm_through_the_responses_api(reasoning_setup: tuple[Proxy, StandIn, StandIn]) -> None:
+    """LiteLLM drops a top-level `chat_template_kwargs` on /v1/responses; `extra_body` gets through."""
+    proxy, qwen, oss = reasoning_setup
+    qwen.clear()
+    oss.clear()
+    post(proxy, "/v1/responses", {"model": "MoM", "input": "python decorators?"})
+    post(proxy, "/v1/responses", {"model": "MoM", "input": "is this contract valid?"})
+    [code] = qwen.received()
+    assert code["model"] == "code-lora" and code["chat_template_kwargs"] == {"enable_thinking": True}
+    assert code["instructions"] == "You code."
+    [law] = oss.received()
+    assert law["model"] == "law-lora" and law["reasoning"] == {"effort": "medium"}
+
+
+def test_reasoning_reaches_vllm_through_anthropic_messages(reasoning_setup: tuple[Proxy, StandIn, StandIn]) -> None:
+    proxy, qwen, oss = reasoning_setup
+    qwen.clear()
+    oss.clear()
+    post(proxy, "/v1/messages", {"model": "MoM", "max_tokens": 8,
+                                 "messages": [{"role": "user", "content": "python decorators?"}]})
+    post(proxy, "/v1/messages", {"model": "MoM", "max_tokens": 8,
+                                 "messages": [{"role": "user", "content": "is this contract valid?"}]})
+    [code] = qwen.received()
+    assert code["model"] == "code-lora" and code["chat_template_kwargs"] == {"enable_thinking": True}
+    assert code["messages"][0] == {"role": "system", "content": "You code."}
+    [law] = oss.received()
+    assert law["model"] == "law-lora" and law["reasoning_effort"] == "medium"
 
 
 @pytest.fixture(scope="module")
