@@ -1,13 +1,14 @@
 """Does routing slow down everyone else? Other-model latency under a fixed load of routed requests.
 
-    python benchmarks/bench_load.py [--rate 15] [--rounds 6] [--seconds 10]
+    python benchmarks/bench_load.py [--rate 15] [--rounds 30] [--seconds 3]
 
 Two LiteLLM proxies in front of one vLLM stand-in: one with the plugin, one without. In each round,
 one proxy at a time gets a fixed load of routed requests (`model: MoM`, a new text each time, so
 every one is a cache miss that runs the domain classifier) while a probe sends small requests for
 another model (`legal-lora`, which the plugin does not route) one after the other and times them.
-Rounds alternate between the proxies, so both see the same machine. Printed: the probe's median
-latency with and without the plugin, per round and overall, and their ratio. Nothing is asserted.
+Short rounds alternate between the proxies, so both see the same machine (and the same neighbours on
+a shared one). Printed: the probe's median latency with and without the plugin, per round and over
+all rounds, their ratio, and the median of the per-round ratios. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -33,16 +34,23 @@ PROBE = {"model": "legal-lora", "messages": [{"role": "user", "content": "Is a v
 
 
 def routed_texts() -> list[str]:
-    """Chat queries without the shipped keyword rules' words, so the domain classifier runs."""
-    rows = [json.loads(line) for line in (ROOT / "benchmarks" / "data" / "chat_eval_mom.jsonl").read_text().splitlines()]
+    """Chat queries; a number makes each one new (a cache miss). Those without a keyword of the
+    shipped rules run the domain classifier."""
+    lines = (ROOT / "benchmarks" / "data" / "chat_eval_mom.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
     return [row["text"] for row in rows]
 
 
 async def one_round(client: httpx.AsyncClient, url: str, rate: float, seconds: float, texts: list[str],
-                    serial: count[int]) -> list[float]:
+                    serial: count[int], failures: list[int]) -> list[float]:
     """Probe latencies (ms) while `rate` routed requests a second go to the same proxy."""
     stop = time.monotonic() + seconds
     load: set[asyncio.Task[Any]] = set()
+
+    def settled(task: asyncio.Task[Any]) -> None:
+        load.discard(task)
+        if task.cancelled() or task.exception() is not None or task.result().status_code != 200:
+            failures.append(1)
 
     async def send_load() -> None:
         while time.monotonic() < stop:
@@ -50,7 +58,7 @@ async def one_round(client: httpx.AsyncClient, url: str, rate: float, seconds: f
             body = {"model": "MoM", "messages": [{"role": "user", "content": f"{texts[n % len(texts)]} (#{n})"}]}
             task = asyncio.create_task(client.post(url + "/v1/chat/completions", json=body))
             load.add(task)
-            task.add_done_callback(load.discard)
+            task.add_done_callback(settled)
             await asyncio.sleep(1 / rate)
 
     async def probe() -> list[float]:
@@ -63,39 +71,44 @@ async def one_round(client: httpx.AsyncClient, url: str, rate: float, seconds: f
         return times
 
     _, times = await asyncio.gather(send_load(), probe())
-    await asyncio.gather(*load, return_exceptions=True)
+    await asyncio.gather(*list(load), return_exceptions=True)
     return times
 
 
 async def measure(on: Service, off: Service, key: str, args: argparse.Namespace) -> None:
     texts = routed_texts()
     serial = count()
+    failures: list[int] = []
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
     async with httpx.AsyncClient(timeout=60, limits=limits, headers={"Authorization": f"Bearer {key}"}) as client:
         for url in (on.url, off.url):  # warm both (first requests load models, open connections)
-            await one_round(client, url, args.rate, 3, texts, serial)
+            await one_round(client, url, args.rate, 3, texts, serial, failures)
         with_plugin: list[float] = []
         without: list[float] = []
+        ratios: list[float] = []
         print(f"{args.rate:g} routed requests/s on the proxy under test; probe: {PROBE['model']} requests, median ms")
         print("round  with plugin  without  ratio")
         for r in range(args.rounds):
             order = [(on, with_plugin), (off, without)] if r % 2 == 0 else [(off, without), (on, with_plugin)]
             medians = {}
             for service, sink in order:
-                times = await one_round(client, service.url, args.rate, args.seconds, texts, serial)
+                times = await one_round(client, service.url, args.rate, args.seconds, texts, serial, failures)
                 sink.extend(times)
                 medians[service.url] = statistics.median(times)
-            print(f"{r + 1:>5}  {medians[on.url]:>11.2f}  {medians[off.url]:>7.2f}  {medians[on.url] / medians[off.url]:>5.2f}")
+            ratios.append(medians[on.url] / medians[off.url])
+            print(f"{r + 1:>5}  {medians[on.url]:>11.2f}  {medians[off.url]:>7.2f}  {ratios[-1]:>5.2f}")
         m_on, m_off = statistics.median(with_plugin), statistics.median(without)
         print(f"all    {m_on:>11.2f}  {m_off:>7.2f}  {m_on / m_off:>5.2f}   "
               f"({len(with_plugin)} and {len(without)} probes; ratio = other-model latency with/without the plugin)")
+        print(f"median of the per-round ratios: {statistics.median(ratios):.2f}; "
+              f"{len(failures)} of {next(serial)} routed requests failed")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rate", type=float, default=15.0)
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="bench-load-"))
     plain = yaml.safe_load((ROOT / "litellm_config.yaml").read_text())

@@ -146,20 +146,19 @@ Result = tuple[Classification | None, str | None, str]
 class ClassificationCache:
     """get-or-classify with a local TTL-LRU, Redis, single flight and a circuit breaker."""
 
-    def __init__(self, config: CacheConfig, redis_client: Any | None = None,
-                 codec: ClassificationCodec | None = None) -> None:
+    def __init__(self, config: CacheConfig, redis_client: Any | None, codec: ClassificationCodec) -> None:
         self.config = config
         self._local: TTLCache[str, Classification] | None = (
             TTLCache(maxsize=config.local_max_entries, ttl=config.ttl_seconds) if config.local_max_entries else None
         )
         self._redis = redis_client
-        self._codec = codec or ClassificationCodec()
+        self._codec = codec
         self._secret = hash_secret(config)
         self._inflight: dict[str, asyncio.Future[Result]] = {}
         self.stats = CacheStats(breaker=CircuitBreaker(config.breaker_failures, config.breaker_reset_seconds))
 
     @classmethod
-    def from_config(cls, config: CacheConfig, codec: ClassificationCodec | None = None) -> ClassificationCache:
+    def from_config(cls, config: CacheConfig, codec: ClassificationCodec) -> ClassificationCache:
         url = config.redis_url or os.environ.get("REDIS_URL")
         client = None
         if url:

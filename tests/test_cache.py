@@ -146,7 +146,8 @@ async def test_errors_are_not_cached() -> None:
             raise RuntimeError("boom")
 
     config = parse_config(raw_config())
-    router = LoraRouter(config, [Broken()], ClassificationCache(config.classification_cache, fakeredis.FakeAsyncRedis()))
+    cache = ClassificationCache(config.classification_cache, fakeredis.FakeAsyncRedis(), ClassificationCodec())
+    router = LoraRouter(config, [Broken()], cache)
     for _ in range(2):
         routed = await router.route(request("anything"))
         assert routed.cache == "miss" and routed.decision.reason == "classifier_error"
@@ -271,7 +272,7 @@ async def test_retrained_model_is_not_served_from_the_cache(redis_server: Servic
 
 async def test_ttl_expiry_and_config_change(redis_server: Service) -> None:
     raw = raw_config(redis_url=redis_server.url, key_prefix="ttl", ttl_seconds=0.5, local_max_entries=0)
-    client = ClassificationCache.from_config(parse_config(raw).classification_cache)._redis
+    client = ClassificationCache.from_config(parse_config(raw).classification_cache, ClassificationCodec())._redis
     router, _ = router_with(raw, client)
     assert (await router.route(request("sql joins"))).cache == "miss"
     assert (await router.route(request("sql joins"))).cache == "hit"
