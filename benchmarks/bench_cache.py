@@ -24,7 +24,7 @@ import httpx
 import yaml
 
 from litellm_lora_router import LoraRouter, parse_config
-from litellm_lora_router.cache import ClassificationCache
+from litellm_lora_router.cache import ClassificationCache, ClassificationCodec
 from litellm_lora_router.processes import Service, start_proxy, start_redis, start_standin
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,7 +76,7 @@ async def bench_router(n: int, logs: Path) -> None:
     try:
         raw["classification_cache"] = {"redis_url": redis_server.url if redis_server else None, "local_max_entries": 0}
         config = parse_config(raw)
-        cache = ClassificationCache.from_config(config.classification_cache)
+        cache = ClassificationCache.from_config(config.classification_cache, ClassificationCodec.for_config(config))
         router = LoraRouter.from_config(config)
         router.cache = cache
         body = {"model": "MoM", "messages": [{"role": "user", "content": QUERY}]}
@@ -93,7 +93,8 @@ async def bench_router(n: int, logs: Path) -> None:
         await router.route(body)
         shared_hit = await median(lambda i: body)
         raw["classification_cache"]["local_max_entries"] = 1024
-        router.cache = ClassificationCache.from_config(parse_config(raw).classification_cache)
+        router.cache = ClassificationCache.from_config(parse_config(raw).classification_cache,
+                                                      ClassificationCodec.for_config(config))
         await router.route(body)
         local_hit = await median(lambda i: body)
         where = "redis" if redis_server else "no redis-server installed; shared = in-process"

@@ -3,14 +3,15 @@
 Greedy: a lone request runs at once (no added latency when idle); requests that arrive together, or
 while a pass is running, form the next batch, and only then does the worker wait up to `window_s`
 for more. A batch holds at most `max_batch` texts, and the queue is bounded: when it is full the
-request is refused at once (the router falls back) instead of waiting behind a backlog.
+request is refused at once (the router falls back) instead of waiting behind a backlog. With
+batching off the same bound applies to texts waiting for the thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, TypeVar
 
 from .errors import ClassifierError
@@ -35,18 +36,29 @@ class MicroBatcher(Generic[T]):
         self._queue: asyncio.Queue[tuple[str, asyncio.Future[T]]] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._backlog: set[Future[Sequence[T]]] = set()
         self.batches = 0
 
     async def submit(self, text: str) -> T:
         if not self._enabled:
-            [result] = await asyncio.get_running_loop().run_in_executor(self._executor, self._fn, [text])
-            return result
+            return await self._run_alone(text)
         queue = self._ensure_worker()
         if queue.qsize() >= self._max_queue:
             raise ClassifierError(self._name, "micro-batch queue is full")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         queue.put_nowait((text, future))
         return await future
+
+    async def _run_alone(self, text: str) -> T:
+        """Batching off: one pass per text, with the same bound on work waiting for the thread
+        (counted until the thread is done with it, even when the caller gave up)."""
+        if len(self._backlog) >= self._max_queue:
+            raise ClassifierError(self._name, "inference queue is full")
+        job = self._executor.submit(self._fn, [text])
+        self._backlog.add(job)
+        job.add_done_callback(self._backlog.discard)
+        [result] = await asyncio.wrap_future(job)
+        return result
 
     def _ensure_worker(self) -> asyncio.Queue[tuple[str, asyncio.Future[T]]]:
         loop = asyncio.get_running_loop()

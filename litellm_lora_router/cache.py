@@ -1,21 +1,25 @@
 """Classification cache shared by every proxy replica: a local LRU in front of Redis.
 
-The only module that imports `redis`. Keys hold hashes, values hold the compact classification:
-prompt text is never written. A config change changes the key (its fingerprint is part of it), so a
-decision made under an old config is never served. Redis being slow or down never fails or delays a
-request for long: each call has a short timeout, and a circuit breaker skips Redis for a while after
-repeated failures, then tries again by itself.
+The only module that imports `redis`. Nothing in Redis lets a reader confirm a guessed prompt: keys
+hold an HMAC of the text under a secret that Redis never sees, values hold the compact
+classification with keyword-rule indexes instead of the words that matched. A config change
+changes the key (its fingerprint is part of it), so a decision made under an old config is never
+served. Redis being slow or down never fails or delays a request for long: each call has a short
+timeout, and a circuit breaker skips Redis for a while after repeated failures, then tries again by
+itself. A value that cannot be decoded is a miss.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import json
 import logging
 import os
+import secrets
 import unicodedata
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,38 +27,98 @@ from cachetools import TTLCache
 
 from .breaker import CircuitBreaker
 from .classifiers.base import Classification
-from .config import CacheConfig
+from .config import CacheConfig, RouterConfig
 from .errors import CacheUnavailable
 
-__all__ = ["CacheStats", "ClassificationCache", "cache_key"]
+__all__ = ["SECRET_ENV", "CacheStats", "ClassificationCache", "ClassificationCodec", "cache_key"]
 
 logger = logging.getLogger("litellm_lora_router")
 
 #: Bump when the stored value's shape changes: old entries are then simply never read.
-FORMAT_VERSION = "v1"
+FORMAT_VERSION = "v2"
+#: Where the HMAC secret comes from when `classification_cache.hash_secret` is not set.
+SECRET_ENV = "LORA_ROUTER_CACHE_SECRET"
 
 
-def cache_key(prefix: str, fingerprint: str, text: str, scope: str | None = None) -> str:
-    """prefix:version:config-fingerprint:tenant-scope:sha256(normalised text)."""
+def cache_key(prefix: str, fingerprint: str, text: str, scope: str | None, secret: bytes) -> str:
+    """prefix:version:config-fingerprint:tenant-scope:HMAC-SHA256(secret, normalised text)."""
     normalised = unicodedata.normalize("NFC", text).strip()
-    digest = hashlib.sha256(normalised.encode()).hexdigest()
-    scope_part = hashlib.sha256(scope.encode()).hexdigest()[:16] if scope else "-"
+    digest = hmac.new(secret, normalised.encode(), hashlib.sha256).hexdigest()
+    scope_part = hmac.new(secret, scope.encode(), hashlib.sha256).hexdigest()[:16] if scope else "-"
     return f"{prefix}:{FORMAT_VERSION}:{fingerprint[:16]}:{scope_part}:{digest}"
 
 
-def encode(classification: Classification) -> str:
-    c = classification
-    return json.dumps(
-        {"c": c.category, "p": round(c.confidence, 6), "m": c.method, "r": c.reason, "x": c.candidate,
-         "k": list(c.matched_keywords), "t": c.truncated},
-        separators=(",", ":"),
-    )
+def hash_secret(config: CacheConfig) -> bytes:
+    """`hash_secret` from the config, else `$LORA_ROUTER_CACHE_SECRET`, else one generated for
+    this process: entries are then not shared with other replicas (set it the same on every replica)."""
+    if config.hash_secret is not None:
+        return config.hash_secret.get_secret_value().encode()
+    if os.environ.get(SECRET_ENV):
+        return os.environ[SECRET_ENV].encode()
+    if config.redis_url or os.environ.get("REDIS_URL"):
+        logger.warning("classification cache: neither classification_cache.hash_secret nor %s is set; using a "
+                       "secret generated for this process, so replicas do not share entries. Set it the same on "
+                       "every replica.", SECRET_ENV)
+    return secrets.token_bytes(32)
 
 
-def decode(value: str | bytes) -> Classification:
-    d = json.loads(value)
-    return Classification(d["c"], float(d["p"]), d["m"], reason=d["r"], candidate=d["x"],
-                          matched_keywords=tuple(d["k"]), truncated=bool(d["t"]))
+class ClassificationCodec:
+    """Classification <-> compact JSON. Matched keywords travel as rule and keyword indexes into
+    `keyword_rules` (the config fingerprint in the key guarantees the same rules on decode)."""
+
+    def __init__(self, keyword_rules: Sequence[tuple[str, Sequence[str]]] = ()) -> None:
+        self._rules = [(category, list(keywords)) for category, keywords in keyword_rules]
+
+    @classmethod
+    def for_config(cls, config: RouterConfig) -> ClassificationCodec:
+        return cls([(rule.category, rule.keywords) for rule in config.keyword_rules])
+
+    def encode(self, c: Classification) -> str | None:
+        """None when matched keywords cannot be expressed as indexes (then nothing is stored)."""
+        matched = self._indexes(c.category, c.matched_keywords)
+        if matched is None:
+            return None
+        return json.dumps(
+            {"c": c.category, "p": round(c.confidence, 6), "m": c.method, "r": c.reason, "x": c.candidate,
+             "k": matched, "t": c.truncated, "l": c.lora_name, "o": c.model, "u": c.use_reasoning,
+             "s": c.system_prompt},
+            separators=(",", ":"),
+        )
+
+    def decode(self, value: str | bytes) -> Classification | None:
+        """None for anything that is not a value this codec wrote (then it is a miss)."""
+        try:
+            d = json.loads(value)
+            if not isinstance(d, Mapping) or not isinstance(d["p"], int | float) or not isinstance(d["m"], str):
+                return None
+            text_fields = [d[k] for k in ("c", "r", "x", "l", "o", "s")]
+            if not all(v is None or isinstance(v, str) for v in text_fields) or not isinstance(d["t"], bool):
+                return None
+            if d["u"] is not None and not isinstance(d["u"], bool):
+                return None
+            words = self._words(d["k"])
+        except (ValueError, KeyError, TypeError, IndexError):
+            return None
+        return Classification(d["c"], float(d["p"]), d["m"], reason=d["r"], candidate=d["x"], matched_keywords=words,
+                              truncated=d["t"], lora_name=d["l"], model=d["o"], use_reasoning=d["u"],
+                              system_prompt=d["s"])
+
+    def _indexes(self, category: str | None, words: Sequence[str]) -> list[Any] | None:
+        if not words:
+            return []
+        for i, (rule_category, keywords) in enumerate(self._rules):
+            if rule_category == category and all(w in keywords for w in words):
+                return [i, [keywords.index(w) for w in words]]
+        return None
+
+    def _words(self, indexes: Any) -> tuple[str, ...]:
+        if indexes == []:
+            return ()
+        rule, positions = indexes
+        keywords = self._rules[rule][1]
+        if not all(isinstance(p, int) and 0 <= p < len(keywords) for p in positions):
+            raise IndexError(rule)
+        return tuple(keywords[p] for p in positions)
 
 
 @dataclass
@@ -64,12 +128,14 @@ class CacheStats:
     misses: int = 0
     errors: int = 0
     coalesced: int = 0
+    undecodable: int = 0
     breaker: CircuitBreaker = field(default_factory=lambda: CircuitBreaker(3, 5.0), repr=False)
 
     def snapshot(self) -> dict[str, Any]:
         """Counters and breaker state, for metrics and the demo."""
         return {"hits_local": self.hits_local, "hits_redis": self.hits_redis, "misses": self.misses,
-                "errors": self.errors, "coalesced": self.coalesced, "breaker": self.breaker.state}
+                "errors": self.errors, "coalesced": self.coalesced, "undecodable": self.undecodable,
+                "breaker": self.breaker.state}
 
 
 #: Classifies on a miss: (classification, error class name or None). Errors are not cached.
@@ -80,17 +146,19 @@ Result = tuple[Classification | None, str | None, str]
 class ClassificationCache:
     """get-or-classify with a local TTL-LRU, Redis, single flight and a circuit breaker."""
 
-    def __init__(self, config: CacheConfig, redis_client: Any | None = None) -> None:
+    def __init__(self, config: CacheConfig, redis_client: Any | None, codec: ClassificationCodec) -> None:
         self.config = config
         self._local: TTLCache[str, Classification] | None = (
             TTLCache(maxsize=config.local_max_entries, ttl=config.ttl_seconds) if config.local_max_entries else None
         )
         self._redis = redis_client
+        self._codec = codec
+        self._secret = hash_secret(config)
         self._inflight: dict[str, asyncio.Future[Result]] = {}
         self.stats = CacheStats(breaker=CircuitBreaker(config.breaker_failures, config.breaker_reset_seconds))
 
     @classmethod
-    def from_config(cls, config: CacheConfig) -> ClassificationCache:
+    def from_config(cls, config: CacheConfig, codec: ClassificationCodec) -> ClassificationCache:
         url = config.redis_url or os.environ.get("REDIS_URL")
         client = None
         if url:
@@ -98,38 +166,41 @@ class ClassificationCache:
             from redis.backoff import NoBackoff
             from redis.retry import Retry
 
-            client = aioredis.Redis.from_url(
-                url, socket_timeout=config.timeout_seconds, socket_connect_timeout=config.timeout_seconds,
+            # a blocking pool: at most `max_connections` sockets; a request that finds none free
+            # waits for one (bounded by the call's timeout) instead of opening more
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=config.max_connections, timeout=config.timeout_seconds,
+                socket_timeout=config.timeout_seconds, socket_connect_timeout=config.timeout_seconds,
                 retry=Retry(NoBackoff(), 0), retry_on_timeout=False, health_check_interval=0,
             )
-        return cls(config, client)
+            client = aioredis.Redis(connection_pool=pool)
+        return cls(config, client, codec)
+
+    def key(self, fingerprint: str, text: str, scope: str | None = None) -> str:
+        return cache_key(self.config.key_prefix, fingerprint, text, scope, self._secret)
 
     async def get_or_classify(self, key: str, compute: Compute) -> Result:
         """(classification, error, "hit"|"miss"). Concurrent misses for one key share one
-        classification (single flight)."""
+        classification (single flight), which runs in its own task: a waiter that is cancelled
+        (its client went away) leaves it running for the others."""
         local = self._local.get(key) if self._local is not None else None
         if local is not None:
             self.stats.hits_local += 1
             return local, None, "hit"
-        pending = self._inflight.get(key)
-        if pending is not None:
+        shared = self._inflight.get(key)
+        if shared is None:
+            shared = asyncio.ensure_future(self._lookup_or_compute(key, compute))
+            self._inflight[key] = shared
+            shared.add_done_callback(lambda done: self._settle(key, done))
+        else:
             self.stats.coalesced += 1
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            result = await self._lookup_or_compute(key, compute)
-            future.set_result(result)
-            return result
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters re-raise it themselves
-            raise
-        finally:
+        return await asyncio.shield(shared)
+
+    def _settle(self, key: str, done: asyncio.Future[Result]) -> None:
+        if self._inflight.get(key) is done:
             del self._inflight[key]
+        if not done.cancelled():
+            done.exception()  # mark retrieved: every waiter re-raises it itself
 
     async def _lookup_or_compute(self, key: str, compute: Compute) -> Result:
         try:
@@ -174,12 +245,20 @@ class ClassificationCache:
 
     async def _redis_get(self, key: str) -> Classification | None:
         value = await self._call(lambda: self._redis.get(key))  # type: ignore[union-attr]
-        return decode(value) if value is not None else None
+        if value is None:
+            return None
+        decoded = self._codec.decode(value)
+        if decoded is None:
+            self.stats.undecodable += 1
+        return decoded
 
     async def _redis_set(self, key: str, classification: Classification) -> None:
+        value = self._codec.encode(classification)
+        if value is None:
+            return
         ttl_ms = int(self.config.ttl_seconds * 1000)
-        await self._call(lambda: self._redis.set(key, encode(classification), px=ttl_ms))  # type: ignore[union-attr]
+        await self._call(lambda: self._redis.set(key, value, px=ttl_ms))  # type: ignore[union-attr]
 
     async def aclose(self) -> None:
         if self._redis is not None:
-            await self._redis.aclose()
+            await self._redis.aclose(close_connection_pool=True)

@@ -22,7 +22,7 @@ from .config import RouterConfig, load_config
 from .errors import ConfigError
 from .router import LoraRouter
 
-__all__ = ["check_litellm_config", "main"]
+__all__ = ["check_litellm_config", "direct_access_warnings", "main"]
 
 DEMO_QUERIES = (
     "Explain async/await in JavaScript",
@@ -41,17 +41,24 @@ def default_config_path(name: str) -> Path:
     return local if local.exists() else Path(str(resources.files(__package__) / "defaults" / name))
 
 
-def check_litellm_config(config: RouterConfig, litellm_path: Path) -> list[str]:
-    """Cross-check: every name the router can pick must be a `model_name` LiteLLM knows."""
+def _litellm_model_list(litellm_path: Path) -> tuple[dict[str, Any], list[Any], list[str]]:
+    """(whole file, model_list entries, problems reading them)."""
     try:
         raw = yaml.safe_load(litellm_path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
-        return [f"{litellm_path}: cannot read: {exc}"]
+        return {}, [], [f"{litellm_path}: cannot read: {exc}"]
     entries = raw.get("model_list") if isinstance(raw, dict) else None
     if not isinstance(entries, list):
-        return [f"{litellm_path}: model_list: expected a list of models"]
+        return {}, [], [f"{litellm_path}: model_list: expected a list of models"]
+    return raw, entries, []
+
+
+def check_litellm_config(config: RouterConfig, litellm_path: Path) -> list[str]:
+    """Cross-check: every name the router can pick must be a `model_name` LiteLLM knows."""
+    _, entries, problems = _litellm_model_list(litellm_path)
+    if problems:
+        return problems
     names = {e.get("model_name") for e in entries if isinstance(e, dict)}
-    problems = []
     needed = [(f"model_config.*.loras ({a})", a) for a in sorted(config.adapter_names)]
     needed += [("default_model", config.default_model), ("auto_model_name", config.auto_model_name)]
     for where, name in needed:
@@ -61,25 +68,69 @@ def check_litellm_config(config: RouterConfig, litellm_path: Path) -> list[str]:
     return problems
 
 
+def direct_access_warnings(config: RouterConfig, litellm_path: Path) -> list[str]:
+    """Where keys can reach an adapter without the plugin seeing the adapter's own name, so that
+    `allowed_adapters` (enforced on requests naming a declared adapter) cannot hold them."""
+    raw, entries, problems = _litellm_model_list(litellm_path)
+    if problems:
+        return []
+    adapters = config.adapter_names
+    warnings = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            continue
+        name = str(entry.get("model_name"))
+        params = entry.get("litellm_params")
+        target = str(params.get("model", "")) if isinstance(params, dict) else ""
+        served = target.rsplit("/", 1)[-1]
+        if "*" in name or "*" in served:
+            warnings.append(f"{litellm_path}: model_list[{i}]: wildcard {name!r} -> {target!r} lets keys call any "
+                            "adapter by a name the plugin does not check; list each adapter instead")
+        elif served in adapters and name != served:
+            warnings.append(f"{litellm_path}: model_list[{i}]: model_name {name!r} reaches adapter {served!r} under "
+                            f"another name, so lora_router.allowed_adapters is not enforced for it; name it {served!r}")
+    for section in ("router_settings", "litellm_settings"):
+        settings = raw.get(section)
+        fallbacks = settings.get("fallbacks") if isinstance(settings, dict) else None
+        for rule in fallbacks if isinstance(fallbacks, list) else []:
+            for source, targets in (rule.items() if isinstance(rule, dict) else ()):
+                for target in (t for t in (targets if isinstance(targets, list) else []) if t in adapters):
+                    warnings.append(f"{litellm_path}: {section}.fallbacks: {source!r} falls back to adapter {target!r} "
+                                    "after the plugin ran, so lora_router.allowed_adapters is not checked for it")
+    return warnings
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    problems = check_litellm_config(config, Path(args.litellm_config)) if args.litellm_config else []
-    for problem in problems:
-        print(problem, file=sys.stderr)
+    problems, warnings = [], []
+    if args.litellm_config:
+        problems = check_litellm_config(config, Path(args.litellm_config))
+        warnings = direct_access_warnings(config, Path(args.litellm_config))
+    for line in [*problems, *(f"warning: {w}" for w in warnings)]:
+        print(line, file=sys.stderr)
     if problems:
         return 1
     print(f"{args.config}: OK ({len(config.categories)} categories, {len(config.adapter_names)} adapters)")
     return 0
 
 
+async def _route_once(router: LoraRouter, body: dict[str, Any]) -> Any:
+    """Connect first, as the proxy does at start-up (an MCP server takes seconds to start)."""
+    await router.start()
+    try:
+        return await router.route(body)
+    finally:
+        await router.aclose()
+
+
 def cmd_classify(args: argparse.Namespace) -> int:
     router = LoraRouter.from_config(args.config)
     body = {"model": router.config.auto_model_name, "messages": [{"role": "user", "content": args.text}]}
-    routed = asyncio.run(router.route(body))
+    routed = asyncio.run(_route_once(router, body))
     decision = asdict(routed.decision)
     decision.pop("reasoning")
     print(json.dumps({**decision, "elapsed_ms": round(routed.elapsed_ms, 3), "error": routed.error}, indent=2))
@@ -172,7 +223,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation import evaluate, format_report, load_rows
 
     router = LoraRouter.from_config(args.config)  # evaluate() classifies directly, never from the cache
-    report = asyncio.run(evaluate(router, load_rows(Path(args.input))))
+
+    async def run() -> dict[str, Any]:
+        await router.start()  # connect first, as the proxy does
+        try:
+            return await evaluate(router, load_rows(Path(args.input)))
+        finally:
+            await router.aclose()
+
+    report = asyncio.run(run())
     print(json.dumps(report) if args.json else format_report(report))
     return 0
 

@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -122,6 +123,9 @@ class McpCategoryModelConfig(_Strict):
     timeout_seconds: float = Field(default=2.0, gt=0)
     breaker_failures: int = Field(default=3, ge=1)
     breaker_reset_seconds: float = Field(default=5.0, gt=0)
+    #: Key metadata fields sent to the server in `context.key_metadata`; none by default (key
+    #: metadata can hold per-key logging credentials).
+    context_metadata_keys: list[str] = []
 
     @model_validator(mode="after")
     def _transport_needs(self) -> McpCategoryModelConfig:
@@ -239,6 +243,9 @@ class CacheConfig(_Strict):
     timeout_seconds: float = Field(default=0.05, gt=0)
     breaker_failures: int = Field(default=3, ge=1)
     breaker_reset_seconds: float = Field(default=5.0, gt=0)
+    #: HMAC key for the text hash in cache keys (else $LORA_ROUTER_CACHE_SECRET); the same on every replica.
+    hash_secret: SecretStr | None = None
+    max_connections: int = Field(default=32, ge=1)
 
 
 class EmbeddingRule(_Strict):
@@ -282,7 +289,9 @@ class EncoderConfig(_Strict):
     batch_window_ms: float = Field(default=2.0, ge=0)
     max_batch: int = Field(default=32, ge=1)
     max_queue: int = Field(default=512, ge=1)
-    threads: int | None = Field(default=None, ge=1)
+    #: Inference threads per model. 1 leaves the host's other cores to LiteLLM's event loop; raise
+    #: it where the proxy has cores to spare. Threads sleep between passes (no spin-waiting).
+    threads: int = Field(default=1, ge=1)
 
 
 MethodName = Literal["keyword", "embedding", "domain", "mcp"]
@@ -397,8 +406,9 @@ class RouterConfig(_Strict):
         return label
 
     def fingerprint(self) -> str:
-        """sha256 of the canonical config: anything that can change a decision changes it."""
-        dumped = self.model_dump(mode="json", by_alias=True, exclude={"ignored_sections"})
+        """sha256 of the canonical config: anything that can change a decision changes it. The
+        cache's own settings (Redis, TTL, secret, ...) do not, so replicas tuned differently share."""
+        dumped = self.model_dump(mode="json", by_alias=True, exclude={"ignored_sections", "classification_cache"})
         return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()
 
 

@@ -15,30 +15,88 @@ __all__ = ["Decision", "TenantPolicy", "fallback_decision", "select_adapter"]
 METADATA_KEY = "lora_router"
 
 
+POLICY_KEYS = frozenset({"enabled", "allowed_adapters"})
+
+
 @dataclass(frozen=True, slots=True)
 class TenantPolicy:
-    """Per key/team routing controls from LiteLLM metadata: `{"lora_router": {...}}`."""
+    """Per key/team routing controls from LiteLLM metadata: `{"lora_router": {...}}`.
+
+    `problems` lists what was malformed, each naming the key or team (for a warning); a malformed
+    value fails closed, never open.
+    """
 
     enabled: bool = True
     allowed_adapters: frozenset[str] | None = None
+    problems: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
-    def from_metadata(cls, key_metadata: Mapping[str, Any] | None, team_metadata: Mapping[str, Any] | None) -> TenantPolicy:
-        """A key's setting overrides its team's, field by field."""
-        merged: dict[str, Any] = {}
-        for metadata in (team_metadata, key_metadata):
-            section = (metadata or {}).get(METADATA_KEY)
-            if isinstance(section, Mapping):
-                merged.update({k: v for k, v in section.items() if v is not None})
-        allowed = merged.get("allowed_adapters")
-        return cls(
-            enabled=merged.get("enabled", True) is not False,
-            allowed_adapters=frozenset(str(a) for a in allowed) if isinstance(allowed, list) else None,
-        )
+    def from_metadata(
+        cls,
+        key_metadata: Mapping[str, Any] | None,
+        team_metadata: Mapping[str, Any] | None,
+        known_adapters: frozenset[str] | None = None,
+        key_name: str = "key",
+        team_name: str = "team",
+    ) -> TenantPolicy:
+        """A key may only narrow its team: routing is on only when neither says off, and the
+        allowed adapters are the intersection of both lists."""
+        enabled = True
+        allowed: frozenset[str] | None = None
+        problems: list[str] = []
+        for who, metadata in ((team_name, team_metadata), (key_name, key_metadata)):
+            section = metadata.get(METADATA_KEY) if isinstance(metadata, Mapping) else None
+            if section is None:
+                continue
+            section_enabled, section_allowed, issues = _read_section(section, known_adapters)
+            problems += [f"{who}: {METADATA_KEY}{issue}" for issue in issues]
+            enabled = enabled and section_enabled
+            if section_allowed is not None:
+                allowed = section_allowed if allowed is None else allowed & section_allowed
+        return cls(enabled=enabled, allowed_adapters=allowed, problems=tuple(problems))
 
     def allows(self, entry: ModelScore) -> bool:
         """Entries without an adapter (the base model) are always allowed."""
-        return entry.lora_name is None or self.allowed_adapters is None or entry.lora_name in self.allowed_adapters
+        return entry.lora_name is None or self.allows_adapter(entry.lora_name)
+
+    def allows_adapter(self, adapter: str) -> bool:
+        return self.allowed_adapters is None or adapter in self.allowed_adapters
+
+
+def _read_section(section: Any, known_adapters: frozenset[str] | None) -> tuple[bool, frozenset[str] | None, list[str]]:
+    """(enabled, allowed adapters or None, problems) of one `lora_router` metadata object.
+
+    Anything malformed fails closed: routing off for a bad object, a bad `enabled` or an unknown key
+    (a misspelt `allowed_adapter` must not leave the tenant unrestricted); no adapter for a bad
+    list; unknown adapter names are dropped.
+    """
+    if not isinstance(section, Mapping):
+        return False, frozenset(), [": expected an object {enabled, allowed_adapters}, routing off"]
+    problems: list[str] = []
+    enabled = True
+    allowed: frozenset[str] | None = None
+    unknown_keys = sorted(str(k) for k in section if k not in POLICY_KEYS)
+    if unknown_keys:
+        problems += [f": unknown key {k!r}, routing off" for k in unknown_keys]
+        enabled, allowed = False, frozenset()
+    value = section.get("enabled")
+    if value is not None and not isinstance(value, bool):
+        problems.append(".enabled: expected true or false, routing off")
+        enabled = False
+    elif value is False:
+        enabled = False
+    names = section.get("allowed_adapters")
+    if names is not None:
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            problems.append(".allowed_adapters: expected a list of adapter names, no adapter allowed")
+            listed: frozenset[str] = frozenset()
+        else:
+            listed = frozenset(names)
+            for name in sorted(listed - known_adapters if known_adapters is not None else ()):
+                problems.append(f".allowed_adapters: unknown adapter {name!r}, ignored")
+            listed = listed & known_adapters if known_adapters is not None else listed
+        allowed = listed if allowed is None else allowed & listed
+    return enabled, allowed, problems
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,8 +22,9 @@ import logging
 import os
 from typing import Any
 
+from cachetools import TTLCache
 from litellm.integrations.custom_guardrail import CustomGuardrail
-from litellm.proxy._types import ProxyException, UserAPIKeyAuth
+from litellm.proxy._types import ProxyErrorTypes, ProxyException, UserAPIKeyAuth
 from litellm.types.guardrails import GuardrailEventHooks
 
 from .classifiers.base import Caller
@@ -34,13 +35,16 @@ from .report import audit_line, decision_headers, decision_tags, served_model_he
 from .rewrite import rewrite_request
 from .router import LoraRouter, Routed
 
-__all__ = ["LoraRouterHook", "proxy_handler_instance"]  # noqa: F822 (built lazily by __getattr__)
+__all__ = ["DecisionHeaders", "LoraRouterHook", "proxy_handler_instance"]  # noqa: F822 (built lazily by __getattr__)
 
 logger = logging.getLogger("litellm_lora_router")
 audit_logger = logging.getLogger("litellm_lora_router.audit")
 
 #: Where the decision's headers wait, inside the request's metadata, for the response hook.
 HEADERS_KEY = "lora_router_headers"
+#: Spend-log fields and (with `decision_tags`) tags the plugin writes; a client's own are dropped.
+SPEND_FIELD_PREFIX = "lora_router_"
+TAG_PREFIXES = ("lora:", "lora-method:", "lora-category:", "lora-fallback:")
 CONFIG_ENV = "LORA_ROUTER_CONFIG"
 #: LiteLLM call types (1.108.7 `CallTypes`) that carry a prompt for a chat model, and their request
 #: format. The proxy passes `acompletion` (/v1/chat/completions), `atext_completion`
@@ -59,6 +63,11 @@ CALL_TYPE_FORMATS: dict[str, ApiFormat] = {
 }
 
 
+class DecisionHeaders(dict[str, str]):
+    """The headers computed for one request. A client's JSON body can hold dicts but never an
+    instance of this class, so the response hook sends only what the plugin computed."""
+
+
 class LoraRouterHook(CustomGuardrail):
     """Routes `model: MoM` requests of every API that carries a prompt (chat, Responses, Anthropic
     Messages, text completions) to a LoRA adapter before LiteLLM picks a deployment."""
@@ -75,32 +84,54 @@ class LoraRouterHook(CustomGuardrail):
         super().__init__(guardrail_name=guardrail_name, event_hook=event_hook, default_on=default_on, **kwargs)
         _ensure_audit_handler()
         self.router = router or LoraRouter.from_config(router_config_path or os.environ.get(CONFIG_ENV, "router_config.yaml"))
-        self._startup: asyncio.Task[None] | None = None
+        self._warned: TTLCache[str, bool] = TTLCache(maxsize=1024, ttl=600)
+        self._lifetime: asyncio.Task[None] | None = None
         try:
-            self._startup = asyncio.get_running_loop().create_task(self.router.start())
+            self._lifetime = asyncio.get_running_loop().create_task(self._live(), name="lora-router-lifetime")
         except RuntimeError:  # no loop yet: classifiers connect on first use
             pass
+
+    async def _live(self) -> None:
+        """Connect at start-up; close the router (sessions, threads, Redis pool) when the proxy's
+        event loop shuts down, which cancels this task."""
+        try:
+            await self.router.start()
+            await asyncio.Event().wait()
+        finally:
+            await self.router.aclose()
 
     async def async_pre_call_hook(
         self, user_api_key_dict: UserAPIKeyAuth, cache: Any, data: dict[str, Any], call_type: str
     ) -> dict[str, Any] | None:
+        options = self.router.config.lora_router
+        key = metadata_key(data)
+        if isinstance(data.get(key), dict):
+            data[key] = _without_plugin_fields(data[key], options.decision_tags)
+        model = data.get("model")
         api_format = CALL_TYPE_FORMATS.get(str(getattr(call_type, "value", call_type)))
-        if api_format is None or not self.router.is_auto_model(data.get("model")):
+        routed_request = api_format is not None and self.router.is_auto_model(model)
+        if not routed_request and model not in self.router.config.adapter_names:
             return None
+        policy = self._policy(user_api_key_dict)
+        if not routed_request:
+            if not policy.allows_adapter(str(model)):
+                raise ProxyException(
+                    message=f"This key may not call the adapter `{model}` directly: it is outside the key's or "
+                    f"team's lora_router.allowed_adapters. Ask for `{self.router.config.auto_model_name}` instead.",
+                    type=ProxyErrorTypes.key_model_access_denied, param="model", code=403)
+            return None
+        assert api_format is not None
         try:
             check_shape(data, api_format)
         except RequestShapeError as exc:  # the caller's error: a 400 naming the field, before routing
             raise ProxyException(str(exc), "invalid_request_error", exc.param, 400) from exc
-        options = self.router.config.lora_router
-        policy = TenantPolicy.from_metadata(user_api_key_dict.metadata, user_api_key_dict.team_metadata)
         try:
-            routed = await self.router.route(data, policy, _caller(user_api_key_dict), api_format)
+            routed = await self.router.route(data, policy, self._caller(user_api_key_dict), api_format)
             rewritten = rewrite_request(data, routed.decision, api_format, options.reasoning_precedence)
         except Exception as exc:  # the one broad handler: routing never breaks a request
             logger.exception("lora-router failed; falling back (%s)", type(exc).__name__)
             routed = Routed(fallback_decision(self.router.config, "error"), 0.0, type(exc).__name__)
             rewritten = rewrite_request(data, routed.decision, api_format)
-        key = metadata_key(data)
         rewritten[key] = _with_decision(data.get(key), routed, options.response_headers, options.decision_tags)
         if options.audit_log:
             audit_logger.info(audit_line(routed))
@@ -113,10 +144,28 @@ class LoraRouterHook(CustomGuardrail):
         response: Any,
         request_headers: dict[str, str] | None = None,
     ) -> dict[str, str] | None:
-        headers = (data.get(metadata_key(data)) or {}).get(HEADERS_KEY)
-        if not isinstance(headers, dict):
+        metadata = data.get(metadata_key(data))
+        headers = metadata.get(HEADERS_KEY) if isinstance(metadata, dict) else None
+        if not isinstance(headers, DecisionHeaders):  # only what this plugin computed, never the client's
             return None
         return {**headers, **served_model_headers(headers, _served_model_group(response))}
+
+    def _policy(self, auth: UserAPIKeyAuth) -> TenantPolicy:
+        """The key's and team's policy; what is malformed is logged (once in a while), naming the
+        key or team, never its metadata."""
+        key_name = f"key {auth.key_alias!r}" if auth.key_alias else f"key with token hash {str(auth.token)[:12]}..."
+        policy = TenantPolicy.from_metadata(auth.metadata, auth.team_metadata, self.router.config.adapter_names,
+                                            key_name=key_name, team_name=f"team {auth.team_id!r}")
+        for problem in policy.problems:
+            if problem not in self._warned:
+                self._warned[problem] = True
+                logger.warning("lora-router: malformed metadata of %s", problem)
+        return policy
+
+    def _caller(self, auth: UserAPIKeyAuth) -> Caller:
+        """The MCP classifier's `context`: the tenant is `team:<id>`, else `key:<alias>`."""
+        return self.router.caller(team_id=auth.team_id, key_alias=auth.key_alias, user=auth.user_id,
+                                  key_metadata=auth.metadata)
 
 
 def metadata_key(data: dict[str, Any]) -> str:
@@ -136,10 +185,17 @@ def _served_model_group(response: Any) -> str | None:
     return group if isinstance(group, str) and group else None
 
 
-def _caller(auth: UserAPIKeyAuth) -> Caller:
-    """The MCP classifier's `context`: the team (else the key alias) is the tenant."""
-    metadata = auth.metadata if isinstance(auth.metadata, dict) else {}
-    return Caller(tenant=auth.team_id or auth.key_alias, user=auth.user_id, key_metadata=metadata)
+def _without_plugin_fields(metadata: dict[str, Any], decision_tags: bool) -> dict[str, Any]:
+    """Client-sent metadata minus anything under the plugin's own keys: the headers slot, the
+    `lora_router_*` spend-log fields, and the `lora:*` tags when the plugin writes tags."""
+    cleaned = {k: v for k, v in metadata.items() if k != HEADERS_KEY}
+    spend = cleaned.get("spend_logs_metadata")
+    if isinstance(spend, dict):
+        cleaned["spend_logs_metadata"] = {k: v for k, v in spend.items() if not str(k).startswith(SPEND_FIELD_PREFIX)}
+    tags = cleaned.get("tags")
+    if decision_tags and isinstance(tags, list):
+        cleaned["tags"] = [t for t in tags if not (isinstance(t, str) and t.startswith(TAG_PREFIXES))]
+    return cleaned
 
 
 def _with_decision(metadata: Any, routed: Routed, header_level: str, tags: bool) -> dict[str, Any]:
@@ -152,7 +208,7 @@ def _with_decision(metadata: Any, routed: Routed, header_level: str, tags: bool)
     if tags:
         existing = merged.get("tags")
         merged["tags"] = [*(existing if isinstance(existing, list) else []), *decision_tags(routed)]
-    merged[HEADERS_KEY] = decision_headers(routed, header_level)
+    merged[HEADERS_KEY] = DecisionHeaders(decision_headers(routed, header_level))
     return merged
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .cache import ClassificationCache, cache_key
+from .cache import ClassificationCache, ClassificationCodec
 from .classifiers.base import Caller, Classification, Classifier
 from .classifiers.keyword import KeywordClassifier
 from .config import CategoryModelConfig, RouterConfig, load_config
@@ -42,11 +43,14 @@ class Routed:
 class LoraRouter:
     """Holds the config and the classifiers built from it; one instance per proxy process."""
 
-    def __init__(self, config: RouterConfig, classifiers: Sequence[Classifier], cache: ClassificationCache | None = None) -> None:
+    def __init__(self, config: RouterConfig, classifiers: Sequence[Classifier],
+                 cache: ClassificationCache | None = None, model_files: Sequence[Path] = ()) -> None:
         self.config = config
         self.classifiers = tuple(classifiers)
         self.cache = cache
-        self._fingerprint = config.fingerprint()
+        # cache keys change with the config and with the content of the model files it uses, so
+        # retraining (same paths, new weights) never serves a decision of the old model
+        self.fingerprint = hashlib.sha256(f"{config.fingerprint()}:{files_digest(model_files)}".encode()).hexdigest()
 
     @classmethod
     def from_config(cls, config: RouterConfig | str | Path) -> LoraRouter:
@@ -69,10 +73,23 @@ class LoraRouter:
 
             cwd = config.source.parent if config.source else None
             prompts = {c.name: c.system_prompt for c in config.categories}
-            available["mcp"] = McpClassifier(mcp, cwd, prompts)
+            budget = config.lora_router.classification_timeout_seconds
+            if mcp.timeout_seconds > budget:
+                logger.warning("%s: classifier.mcp_category_model.timeout_seconds (%s) is longer than "
+                               "lora_router.classification_timeout_seconds (%s); MCP calls are cut at %s s",
+                               config.source or "router config", mcp.timeout_seconds, budget, budget)
+            available["mcp"] = McpClassifier(mcp, cwd, prompts, budget_seconds=budget)
         ordered = [available[m] for m in config.lora_router.classification_order if m in available]
-        cache = ClassificationCache.from_config(config.classification_cache) if config.classification_cache.enabled else None
-        return cls(config, ordered, cache)
+        model_files = [*_domain_files(config), *encoding.files()]
+        cache = (ClassificationCache.from_config(config.classification_cache, ClassificationCodec.for_config(config))
+                 if config.classification_cache.enabled else None)
+        return cls(config, ordered, cache, model_files)
+
+    def caller(self, team_id: str | None, key_alias: str | None, user: str | None, key_metadata: Any) -> Caller:
+        """Who is asking, with only the key metadata the config lets classifiers see."""
+        mcp = self.config.classifier.mcp_category_model
+        keys = mcp.context_metadata_keys if mcp is not None else ()
+        return Caller.of(team_id, key_alias, user, key_metadata, keys)
 
     def is_auto_model(self, model: Any) -> bool:
         return isinstance(model, str) and model in self.config.auto_model_names
@@ -108,6 +125,9 @@ class LoraRouter:
                 [result] = await asyncio.wait_for(classifier.classify([text], caller), remaining)
             except TimeoutError:
                 logger.warning("%s classifier ran past its %.3fs budget", classifier.method, budget)
+                record_timeout = getattr(classifier, "record_timeout", None)
+                if record_timeout is not None:  # a classifier with a breaker counts it as a failure
+                    record_timeout()
                 error = error or "ClassifierTimeout"
                 continue
             except Exception as exc:  # a broken classifier must not break the request
@@ -155,7 +175,7 @@ class LoraRouter:
     async def _classify_cached(self, text: str, caller: Caller) -> tuple[Classification | None, str | None, str | None]:
         if self.cache is None:
             return (*await self.classify(text, caller), None)
-        key = cache_key(self.config.classification_cache.key_prefix, self._fingerprint, text, self._cache_scope(caller))
+        key = self.cache.key(self.fingerprint, text, self._cache_scope(caller))
         return await self.cache.get_or_classify(key, lambda: self.classify(text, caller))
 
     def _cache_scope(self, caller: Caller) -> str | None:
@@ -164,6 +184,28 @@ class LoraRouter:
         if any(getattr(c, "caller_dependent", False) for c in self.classifiers):
             return caller.scope()
         return None
+
+
+def files_digest(paths: Sequence[Path]) -> str:
+    """sha256 over the relative names and contents of the files (directories walked, sorted)."""
+    digest = hashlib.sha256()
+    for root in sorted(set(paths)):
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        for file in files:
+            digest.update(f"{file.relative_to(root) if root.is_dir() else file.name}\0".encode())
+            with file.open("rb") as handle:
+                digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()
+
+
+def _domain_files(config: RouterConfig) -> list[Path]:
+    model = config.classifier.category_model
+    if model is None:
+        return []
+    files = [config.resolve_path(model.model_id)]
+    if model.category_mapping_path:
+        files.append(config.resolve_path(model.category_mapping_path))
+    return files
 
 
 class _SharedEncoding:
@@ -182,6 +224,15 @@ class _SharedEncoding:
             encoder = build_encoder(options, self._config.resolve_path, model.use_cpu if model else True)
             self._service = EncodingService(encoder, options)
         return self._service
+
+    def files(self) -> list[Path]:
+        """What the encoder was built from; nothing when no classifier needed it."""
+        if self._service is None:
+            return []
+        from .classifiers.encoders import encoder_files
+
+        model_dir, onnx_path = encoder_files(self._config.lora_router.encoder, self._config.resolve_path)
+        return [model_dir] if onnx_path is None else [model_dir / "tokenizer.json", onnx_path]
 
 
 def _load_domain(config: RouterConfig, model: CategoryModelConfig, encoding: _SharedEncoding) -> Classifier:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 import random
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .classifiers.domain import HEAD_FILE
-from .classifiers.encoders import ENCODER_ID, package_dir, build_encoder
+from .classifiers.encoders import ENCODER_ID, build_encoder, package_dir
 from .config import EncoderConfig
 
 __all__ = ["MMLU_TO_MMLU_PRO", "MOM_SUBJECTS", "train_defaults", "train_domain"]
@@ -70,7 +71,7 @@ CHATTERBOT_TOPICS = {
 
 def embed_all(texts: Sequence[str], encoder: EncoderConfig | None = None) -> dict[str, np.ndarray]:
     """Sentence vectors for every distinct text, in batches of 64."""
-    model = build_encoder(encoder or EncoderConfig())
+    model = build_encoder(encoder or EncoderConfig(threads=os.cpu_count() or 1))  # offline: every core
     unique = sorted(set(texts))
     vectors: dict[str, np.ndarray] = {}
     for i in range(0, len(unique), 64):

@@ -93,6 +93,9 @@ TEAM_OFF_KEY = "sk-team-off-" + secrets.token_hex(6)
 TEAM_OFF_KEY_ON = "sk-team-off-key-on-" + secrets.token_hex(6)
 MEDICAL_ONLY_KEY = "sk-medical-only-" + secrets.token_hex(6)
 OPTED_OUT_KEY = "sk-opted-out-" + secrets.token_hex(6)
+NARROWING_KEY = "sk-narrowing-" + secrets.token_hex(6)
+MALFORMED_KEY = "sk-malformed-" + secrets.token_hex(6)
+DIRECT_KEY = "sk-direct-" + secrets.token_hex(6)
 
 SEEDED_KEYS: list[dict[str, Any]] = [
     {"key": MOM_ONLY_KEY, "models": ["MoM"]},
@@ -112,6 +115,25 @@ SEEDED_KEYS: list[dict[str, Any]] = [
         "team_metadata": {"lora_router": {"allowed_adapters": ["medical-lora"]}},
     },
     {"key": OPTED_OUT_KEY, "models": ["MoM"], "metadata": {"opted_out_global_guardrails": ["lora-router"]}},
+    {   # the key lists an adapter its team does not allow: it may only narrow, never widen
+        "key": NARROWING_KEY,
+        "models": ["MoM"],
+        "team_id": "team-med",
+        "team_metadata": {"lora_router": {"allowed_adapters": ["medical-lora"]}},
+        "metadata": {"lora_router": {"allowed_adapters": ["medical-lora", "technical-lora"]}},
+    },
+    {   # a string where a list belongs: fails closed
+        "key": MALFORMED_KEY,
+        "key_alias": "malformed-key",
+        "models": ["MoM"],
+        "metadata": {"lora_router": {"allowed_adapters": "technical-lora"}, "tier": "secret-tier-value"},
+    },
+    {   # may call adapters directly, but its team allows only medical-lora
+        "key": DIRECT_KEY,
+        "models": ["MoM", "llama2-7b", "technical-lora", "medical-lora"],
+        "team_id": "team-direct",
+        "team_metadata": {"lora_router": {"allowed_adapters": ["medical-lora"]}},
+    },
 ]
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import json
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,14 +19,20 @@ import yaml
 
 from litellm_lora_router import Classification, LoraRouter, parse_config
 from litellm_lora_router.breaker import CircuitBreaker
-from litellm_lora_router.cache import ClassificationCache, cache_key, decode, encode
+from litellm_lora_router.cache import SECRET_ENV, ClassificationCache, ClassificationCodec, cache_key
 from litellm_lora_router.classifiers import KeywordClassifier
-from litellm_lora_router.config import CacheConfig
 from litellm_lora_router.processes import Service, start_redis
 
-from .conftest import DEFAULT_ROUTER_CONFIG, MEDICAL_ONLY_KEY, Proxy, StandIn, launch_proxy, SEEDED_KEYS
+from .conftest import DEFAULT_ROUTER_CONFIG, MEDICAL_ONLY_KEY, ROOT, SEEDED_KEYS, Proxy, StandIn, launch_proxy
 
 SECRET = "zebra-7731"
+HASH_SECRET = "test-hash-secret-0451"
+
+
+@pytest.fixture(autouse=True)
+def shared_hash_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Routers in one test act as replicas of one deployment: the same HMAC secret."""
+    monkeypatch.setenv(SECRET_ENV, HASH_SECRET)
 
 
 def raw_config(**cache: Any) -> dict[str, Any]:
@@ -56,16 +64,48 @@ class CountingClassifier:
 def router_with(raw: dict[str, Any], client: Any = None, delay: float = 0.0) -> tuple[LoraRouter, CountingClassifier]:
     config = parse_config(raw)
     counting = CountingClassifier(config.keyword_rules, delay)
-    return LoraRouter(config, [counting], ClassificationCache(config.classification_cache, client)), counting
+    cache = ClassificationCache(config.classification_cache, client, ClassificationCodec.for_config(config))
+    return LoraRouter(config, [counting], cache), counting
 
 
-def test_encode_roundtrip_and_key_shape() -> None:
-    c = Classification("technical", 0.9, "keyword", matched_keywords=("python",), truncated=True)
-    assert decode(encode(c)) == c
-    key = cache_key("pfx", "f" * 64, f"hello {SECRET}", scope="team-a")
-    assert key.startswith("pfx:v1:ffffffffffffffff:") and SECRET not in key
-    assert key != cache_key("pfx", "f" * 64, f"hello {SECRET}", scope="team-b")
-    assert cache_key("p", "f", " x ") == cache_key("p", "f", "x")
+def test_key_shape_is_keyed_by_the_secret() -> None:
+    key = cache_key("pfx", "f" * 64, f"hello {SECRET}", "team:a", b"s1")
+    assert key.startswith("pfx:v2:ffffffffffffffff:") and SECRET not in key
+    assert key != cache_key("pfx", "f" * 64, f"hello {SECRET}", "team:b", b"s1")
+    assert key != cache_key("pfx", "f" * 64, f"hello {SECRET}", "team:a", b"s2")
+    assert cache_key("p", "f", " x ", None, b"s") == cache_key("p", "f", "x", None, b"s")
+    assert key.rsplit(":", 1)[1] != hashlib.sha256(f"hello {SECRET}".encode()).hexdigest()
+
+
+def test_codec_keeps_every_decision_field_and_no_words() -> None:
+    codec = ClassificationCodec([("medical", ["pain"]), ("technical", ["python", "sql", "javascript"])])
+    keyword = Classification("technical", 1.0, "keyword", matched_keywords=("javascript", "python"), truncated=True)
+    mcp = Classification("technical", 0.9, "mcp", lora_name="acme-support-lora", model="llama2-7b",
+                         use_reasoning=False, system_prompt="You are a senior engineer.")
+    for classification in (keyword, mcp, Classification.no_match("domain", 0.3, candidate="legal")):
+        value = codec.encode(classification)
+        assert value is not None and codec.decode(value) == classification
+    assert "javascript" not in (codec.encode(keyword) or "") and "python" not in (codec.encode(keyword) or "")
+
+
+@pytest.mark.parametrize("value", [
+    "not json", "[1, 2]", '{"c": "technical"}', json.dumps({"c": "technical", "p": "high", "m": "keyword"}),
+    json.dumps({"c": "technical", "p": 1.0, "m": "keyword", "r": None, "x": None, "k": [9, [0]], "t": False,
+                "l": None, "o": None, "u": None, "s": None}),
+    json.dumps({"c": "technical", "p": 1.0, "m": "mcp", "r": None, "x": None, "k": [], "t": False,
+                "l": 5, "o": None, "u": "yes", "s": None}),
+])
+async def test_undecodable_value_is_a_miss_not_an_error(value: str) -> None:
+    client = fakeredis.FakeAsyncRedis()
+    router, counting = router_with(raw_config(), client)
+    text = "Explain async/await in JavaScript"
+    assert router.cache is not None
+    await client.set(router.cache.key(router.fingerprint, text), value)
+    routed = await router.route(request(text))
+    assert (routed.cache, routed.decision.model, routed.decision.reason) == ("miss", "technical-lora", None)
+    assert counting.calls == 1 and router.cache.stats.undecodable == 1
+    again, _ = router_with(raw_config(), client)  # another replica: the bad value was replaced
+    assert (await again.route(request(text))).cache == "hit"
 
 
 async def test_single_flight_coalesces_concurrent_misses() -> None:
@@ -74,6 +114,20 @@ async def test_single_flight_coalesces_concurrent_misses() -> None:
     assert counting.calls == 1
     assert {r.decision.model for r in results} == {"technical-lora"}
     assert router.cache is not None and router.cache.stats.coalesced == 9
+
+
+async def test_followers_get_the_result_when_the_leader_is_cancelled() -> None:
+    router, counting = router_with(raw_config(), fakeredis.FakeAsyncRedis(), delay=0.3)
+    leader = asyncio.create_task(router.route(request("python question")))
+    await asyncio.sleep(0.05)
+    followers = [asyncio.create_task(router.route(request("python question"))) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    leader.cancel()  # its client disconnected
+    results = await asyncio.gather(*followers)
+    assert [r.decision.model for r in results] == ["technical-lora"] * 3
+    assert counting.calls == 1
+    with pytest.raises(asyncio.CancelledError):
+        await leader
 
 
 async def test_hit_applies_the_full_decision() -> None:
@@ -92,7 +146,8 @@ async def test_errors_are_not_cached() -> None:
             raise RuntimeError("boom")
 
     config = parse_config(raw_config())
-    router = LoraRouter(config, [Broken()], ClassificationCache(config.classification_cache, fakeredis.FakeAsyncRedis()))
+    cache = ClassificationCache(config.classification_cache, fakeredis.FakeAsyncRedis(), ClassificationCodec())
+    router = LoraRouter(config, [Broken()], cache)
     for _ in range(2):
         routed = await router.route(request("anything"))
         assert routed.cache == "miss" and routed.decision.reason == "classifier_error"
@@ -150,21 +205,74 @@ def all_values(url: str) -> dict[str, str]:
 
 async def test_real_redis_shares_across_routers_and_holds_no_prompt(redis_server: Service) -> None:
     raw = raw_config(redis_url=redis_server.url, key_prefix="share")
-    a, calls_a = router_with(raw, ClassificationCache.from_config(CacheConfig(redis_url=redis_server.url))._redis)
-    b, calls_b = router_with(raw, ClassificationCache.from_config(CacheConfig(redis_url=redis_server.url))._redis)
+    a = LoraRouter.from_config(parse_config(raw))
+    b = LoraRouter.from_config(parse_config(raw))
     text = f"Explain async/await in JavaScript for {SECRET}"
     assert (await a.route(request(text))).cache == "miss"
     routed = await b.route(request(text))
-    assert routed.cache == "hit" and routed.decision.model == "technical-lora" and calls_b.calls == 0
-    values = all_values(redis_server.url)
-    assert any(k.startswith("share:v1:") for k in values)
-    assert all(SECRET not in k and SECRET not in v and "JavaScript" not in v for k, v in values.items())
-    assert json.loads(next(iter(values.values())))["c"] == "technical"
+    assert routed.cache == "hit" and routed.decision.model == "technical-lora"
+    # the words that matched are restored on a hit, from rule indexes
+    assert routed.decision.matched_keywords == ("javascript", "async/await", "async", "await")
+    values = {k: v for k, v in all_values(redis_server.url).items() if k.startswith("share:")}
+    [(key, value)] = values.items()
+    assert SECRET not in key and SECRET not in value
+    for word in ("javascript", "async", "await", "JavaScript"):  # neither the prompt nor the words that matched
+        assert word not in value
+    assert json.loads(value)["c"] == "technical"
+    assert key.rsplit(":", 1)[1] != hashlib.sha256(text.encode()).hexdigest()  # a guessed prompt cannot be confirmed
+
+
+async def test_replicas_with_another_secret_do_not_share(redis_server: Service,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = raw_config(redis_url=redis_server.url, key_prefix="secret")
+    a = LoraRouter.from_config(parse_config(raw))
+    monkeypatch.setenv(SECRET_ENV, "another-deployment")
+    b = LoraRouter.from_config(parse_config(raw))
+    configured = LoraRouter.from_config(parse_config(raw_config(redis_url=redis_server.url, key_prefix="secret",
+                                                                  hash_secret=HASH_SECRET)))
+    assert (await a.route(request("sql joins"))).cache == "miss"
+    assert (await b.route(request("sql joins"))).cache == "miss"
+    assert (await configured.route(request("sql joins"))).cache == "hit"  # config value = the env value of a
+
+
+async def test_redis_connections_are_bounded(logs_dir: Path) -> None:
+    server = start_redis(logs_dir)
+    try:
+        router = LoraRouter.from_config(parse_config(raw_config(redis_url=server.url, local_max_entries=0,
+                                                                timeout_seconds=2.0)))
+        admin = redis.Redis.from_url(server.url)
+        before = admin.info("stats")["total_connections_received"]
+        results = await asyncio.gather(*(router.route(request(f"python question {i}")) for i in range(200)))
+        assert {r.decision.model for r in results} == {"technical-lora"}
+        assert router.cache is not None and router.cache.stats.errors == 0
+        opened = admin.info("stats")["total_connections_received"] - before
+        assert 1 <= opened <= 32  # the default max_connections, however many requests at once
+        await router.aclose()
+    finally:
+        server.stop()
+
+
+async def test_retrained_model_is_not_served_from_the_cache(redis_server: Service, tmp_path: Path) -> None:
+    """Same paths, new weights (what `train-defaults` does): the fingerprint follows the files."""
+    import numpy as np
+
+    model = tmp_path / "clf"
+    shutil.copytree(ROOT / "models" / "mom-domain-classifier", model)
+    raw = raw_config(redis_url=redis_server.url, key_prefix="retrain")
+    del raw["keyword_rules"]
+    raw["classifier"]["category_model"] = {"model_id": str(model),
+                                           "category_mapping_path": str(model / "category_mapping.json")}
+    text = "Tell me a fun fact about octopuses"
+    assert (await LoraRouter.from_config(parse_config(raw)).route(request(text))).cache == "miss"
+    assert (await LoraRouter.from_config(parse_config(raw)).route(request(text))).cache == "hit"
+    weights = dict(np.load(model / "head.npz"))
+    np.savez(model / "head.npz", **{k: v * 1.001 for k, v in weights.items()})
+    assert (await LoraRouter.from_config(parse_config(raw)).route(request(text))).cache == "miss"
 
 
 async def test_ttl_expiry_and_config_change(redis_server: Service) -> None:
     raw = raw_config(redis_url=redis_server.url, key_prefix="ttl", ttl_seconds=0.5, local_max_entries=0)
-    client = ClassificationCache.from_config(parse_config(raw).classification_cache)._redis
+    client = ClassificationCache.from_config(parse_config(raw).classification_cache, ClassificationCodec())._redis
     router, _ = router_with(raw, client)
     assert (await router.route(request("sql joins"))).cache == "miss"
     assert (await router.route(request("sql joins"))).cache == "hit"
@@ -182,7 +290,8 @@ async def test_ttl_expiry_and_config_change(redis_server: Service) -> None:
 def cached_proxies(redis_server: Service, standin: StandIn, logs_dir: Path,
                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proxy, Proxy]]:
     path = tmp_path_factory.mktemp("cache") / "router_config.yaml"
-    path.write_text(yaml.safe_dump(raw_config(redis_url=redis_server.url, breaker_failures=2, breaker_reset_seconds=0.5)))
+    path.write_text(yaml.safe_dump(raw_config(redis_url=redis_server.url, breaker_failures=2, breaker_reset_seconds=0.5,
+                                              hash_secret=HASH_SECRET)))
     first = launch_proxy(standin, logs_dir, router_config=path, keys=[dict(k) for k in SEEDED_KEYS])
     second = launch_proxy(standin, logs_dir, router_config=path, keys=[dict(k) for k in SEEDED_KEYS])
     yield first, second

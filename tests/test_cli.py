@@ -41,3 +41,24 @@ def test_classify_prints_the_decision(capsys: pytest.CaptureFixture[str]) -> Non
     decision = json.loads(capsys.readouterr().out)
     assert decision["model"] == "technical-lora" and decision["method"] == "keyword"
     assert decision["category"] == "technical" and decision["reason"] is None
+
+
+def test_check_warns_where_keys_reach_adapters_around_the_plugin(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--config", str(DEFAULT_ROUTER_CONFIG), "--litellm-config", str(DEFAULT_LITELLM_CONFIG)]) == 0
+    assert "warning" not in capsys.readouterr().err  # every adapter under its own name: enforced
+    raw = yaml.safe_load(DEFAULT_LITELLM_CONFIG.read_text())
+    api_base = "http://vllm:8000/v1"
+    raw["model_list"] += [
+        {"model_name": "tech", "litellm_params": {"model": "hosted_vllm/technical-lora", "api_base": api_base}},
+        {"model_name": "vllm/*", "litellm_params": {"model": "hosted_vllm/*", "api_base": api_base}},
+    ]
+    raw["router_settings"] = {"fallbacks": [{"MoM": ["legal-lora"]}]}
+    path = tmp_path / "litellm_config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["check", "--config", str(DEFAULT_ROUTER_CONFIG), "--litellm-config", str(path)]) == 0  # warnings only
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 3
+    assert "model_list[5]: model_name 'tech' reaches adapter 'technical-lora' under another name" in warnings[0]
+    assert "model_list[6]: wildcard 'vllm/*'" in warnings[1]
+    assert "router_settings.fallbacks: 'MoM' falls back to adapter 'legal-lora'" in warnings[2]

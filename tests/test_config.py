@@ -13,9 +13,25 @@ import yaml
 from litellm_lora_router import ConfigError, load_config, parse_config
 from litellm_lora_router.config import BUILTIN_REASONING_FAMILIES
 
-from .conftest import DEFAULT_ROUTER_CONFIG
+from .conftest import DEFAULT_ROUTER_CONFIG, ROOT
 
-GUIDE_TEXT = (Path(__file__).resolve().parents[2] / "shared" / "seed" / "intelligent-lora-routing-guide.txt")
+#: The guide's config block, verbatim (indentation restored): what its users bring over.
+GUIDE_CONFIG = Path(__file__).resolve().parent / "fixtures" / "guide_router_config.yaml"
+GUIDE_NAME = Path("seed") / "intelligent-lora-routing-guide.txt"
+BLOCK_START, BLOCK_END = "# Category classifier", "How It Works"
+
+
+def guide_text() -> str | None:
+    """The guide itself: in ../shared beside the repository (CI), or beside the worktrees."""
+    for shared in (ROOT.parent / "shared", ROOT.parent.parent / "shared"):
+        if (shared / GUIDE_NAME).is_file():
+            return (shared / GUIDE_NAME).read_text(encoding="utf-8")
+    return None
+
+
+def words_by_line(text: str) -> list[str]:
+    """Each non-blank line with its whitespace collapsed (the guide's text dump lost indentation)."""
+    return [" ".join(line.split()) for line in text.splitlines() if line.strip()]
 
 
 def base() -> dict[str, Any]:
@@ -29,22 +45,38 @@ def issues_of(raw: Any) -> dict[str, str]:
     return {issue.key_path: str(issue) for issue in info.value.issues}
 
 
-def test_guide_example_loads_unchanged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """The `config/config.yaml` block of the guide, cut out of the guide's own text."""
-    if GUIDE_TEXT.exists():
-        text = GUIDE_TEXT.read_text()
-        block = text[text.index("# Category classifier"): text.index("How It Works")]
-        assert "llama2-7b" in block
-    raw = base()
-    del raw["keyword_rules"]
+def test_guide_config_fixture_is_the_guides_block_word_for_word() -> None:
+    text = guide_text()
+    if text is None:
+        pytest.skip(f"../shared/{GUIDE_NAME} is not beside this checkout")
+    block = text[text.index(BLOCK_START): text.index(BLOCK_END)]
+    fixture = GUIDE_CONFIG.read_text(encoding="utf-8")
+    assert words_by_line(fixture[fixture.index(BLOCK_START):]) == words_by_line(block)
+
+
+def test_guide_config_loads_unchanged(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="litellm_lora_router"):
-        config = parse_config(raw, "config.yaml")
+        config = load_config(GUIDE_CONFIG)
     assert config.default_model == "llama2-7b"
     assert config.classifier.category_model is not None
+    assert config.classifier.category_model.model_id == "models/mom-domain-classifier"
     assert config.classifier.category_model.threshold == 0.6
+    assert [e.name for e in config.vllm_endpoints] == ["vllm-primary"]
+    assert config.models["llama2-7b"].preferred_endpoints == ["vllm-primary"]
     assert config.adapter_names == {"technical-lora", "medical-lora", "legal-lora"}
-    assert config.category("general") is not None and config.category("general").best_score.target == "llama2-7b"
+    assert [c.name for c in config.categories] == ["technical", "medical", "legal", "general"]
+    technical = config.category("technical")
+    assert technical is not None and technical.system_prompt == "You are an expert software engineer."
+    best = technical.best_score
+    assert (best.lora_name, best.use_reasoning, best.reasoning_effort) == ("technical-lora", True, "medium")
+    general = config.category("general")
+    assert general is not None and general.best_score.target == "llama2-7b" and general.best_score.score == 0.8
     assert "reasoning_family: 'llama2' is not defined" in caplog.text  # a warning, not a crash
+
+
+def test_shipped_router_config_is_the_guide_plus_keyword_rules() -> None:
+    guide = load_config(GUIDE_CONFIG).model_dump(exclude={"keyword_rules"})
+    assert load_config(DEFAULT_ROUTER_CONFIG).model_dump(exclude={"keyword_rules"}) == guide
 
 
 def test_defaults_as_in_vllm_semantic_router() -> None:
@@ -133,9 +165,12 @@ def test_missing_file() -> None:
         load_config("/nonexistent/router_config.yaml")
 
 
-def test_fingerprint_changes_with_rules() -> None:
+def test_fingerprint_changes_with_rules_not_with_cache_settings() -> None:
     raw = base()
     first = parse_config(raw).fingerprint()
     raw["keyword_rules"][0]["keywords"].append("haskell")
     assert parse_config(raw).fingerprint() != first
     assert parse_config(base()).fingerprint() == first
+    tuned = base()
+    tuned["classification_cache"] = {"ttl_seconds": 60, "hash_secret": "s", "local_max_entries": 0}
+    assert parse_config(tuned).fingerprint() == first

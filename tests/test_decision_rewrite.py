@@ -81,12 +81,49 @@ def test_allowed_adapters_filter_before_scoring() -> None:
     assert select_adapter(config(), hit("law"), nothing).reason == "adapter_not_allowed"
 
 
-def test_tenant_policy_key_overrides_team() -> None:
-    team = {"lora_router": {"enabled": False, "allowed_adapters": ["a"]}}
-    assert TenantPolicy.from_metadata(None, team) == TenantPolicy(False, frozenset({"a"}))
-    assert TenantPolicy.from_metadata({"lora_router": {"enabled": True}}, team) == TenantPolicy(True, frozenset({"a"}))
-    assert TenantPolicy.from_metadata({"lora_router": {"allowed_adapters": ["b"]}}, team).allowed_adapters == {"b"}
-    assert TenantPolicy.from_metadata({}, {}) == TenantPolicy()
+KNOWN = frozenset({"a", "b", "c"})
+NONE_ALLOWED = TenantPolicy(True, frozenset())
+
+
+def policy(key: object = None, team: object = None) -> TenantPolicy:
+    return TenantPolicy.from_metadata(
+        {"lora_router": key} if key is not None else {}, {"lora_router": team} if team is not None else {},
+        KNOWN, key_name="key 'k1'", team_name="team 't1'")
+
+
+def test_key_may_only_narrow_its_team() -> None:
+    team = {"enabled": False, "allowed_adapters": ["a", "b"]}
+    assert policy(team=team) == TenantPolicy(False, frozenset({"a", "b"}))
+    assert policy({"enabled": True}, team).enabled is False  # a key cannot switch back on what its team switched off
+    assert policy({"enabled": False}, {"enabled": True}).enabled is False
+    # the intersection, never the key's own list
+    assert policy({"allowed_adapters": ["b", "c"]}, team).allowed_adapters == {"b"}
+    assert policy({"allowed_adapters": ["c"]}, {"allowed_adapters": ["a"]}).allowed_adapters == frozenset()
+    assert policy({"allowed_adapters": ["c"]}).allowed_adapters == {"c"}
+    assert policy() == TenantPolicy()
+
+
+@pytest.mark.parametrize(("key", "problem", "expected"), [
+    ({"allowed_adapters": "a"}, "allowed_adapters: expected a list of adapter names", NONE_ALLOWED),
+    ({"allowed_adapters": ["a", 7]}, "allowed_adapters: expected a list of adapter names", NONE_ALLOWED),
+    ({"allowed_adapters": ["a", "typo-lora"]}, "allowed_adapters: unknown adapter 'typo-lora'",
+     TenantPolicy(True, frozenset({"a"}))),
+    ({"enabled": "false"}, "enabled: expected true or false", TenantPolicy(False, frozenset({"a", "b"}))),
+    ("off", "expected an object", TenantPolicy(False, frozenset())),
+    ({"allowed_adapter": ["a"]}, "unknown key 'allowed_adapter'", TenantPolicy(False, frozenset())),
+])
+def test_malformed_tenant_metadata_fails_closed(key: object, problem: str, expected: TenantPolicy) -> None:
+    result = policy(key, {"allowed_adapters": ["a", "b"]})
+    assert result == expected
+    [message] = result.problems
+    assert message.startswith("key 'k1': lora_router") and problem in message
+    assert "team 't1'" not in message
+
+
+def test_malformed_team_metadata_is_named() -> None:
+    result = policy(team={"enabled": "no"})
+    assert result.enabled is False
+    assert [p.split(":")[0] for p in result.problems] == ["team 't1'"]
 
 
 def test_text_to_classify() -> None:

@@ -96,3 +96,21 @@ async def test_served_model_header_follows_litellms_model_group() -> None:
     headers = await target.async_post_call_response_headers_hook(routed or {}, UserAPIKeyAuth(), response=Response())
     assert headers is not None
     assert headers["x-lora-router-adapter"] == "code-lora" and headers["x-lora-router-served-model"] == "qwen3-8b"
+
+
+async def test_client_cannot_write_the_plugins_headers_fields_or_tags() -> None:
+    """A client's `lora_router_headers`, `lora_router_*` spend-log fields and (when the plugin writes
+    tags) `lora:*` tags are dropped, on routed requests and others alike."""
+    forged = {"lora_router_headers": {"access-control-allow-origin": "https://evil.example"},
+              "spend_logs_metadata": {"lora_router_adapter": "forged-lora", "team": "kept"},
+              "tags": ["lora:forged-lora", "mine"]}
+    target = hook(decision_tags=True)
+    for body, call_type in ((RESPONSES, "aresponses"), ({"model": "qwen3-8b", "input": "hi"}, "aresponses"),
+                            ({"model": "MoM", "input": [0.1]}, "aembedding")):
+        data = {**copy.deepcopy(body), "litellm_metadata": copy.deepcopy(forged)}
+        routed = await target.async_pre_call_hook(UserAPIKeyAuth(), None, data, call_type) or data
+        metadata = routed["litellm_metadata"]
+        assert "forged-lora" not in str(metadata) and metadata["spend_logs_metadata"]["team"] == "kept"
+        assert "mine" in metadata["tags"]
+        headers = await target.async_post_call_response_headers_hook(routed, UserAPIKeyAuth(), response=None)
+        assert "access-control-allow-origin" not in (headers or {})

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import fakeredis
 import pytest
 import yaml
 
 from litellm_lora_router import LoraRouter, parse_config
+from litellm_lora_router.cache import SECRET_ENV, ClassificationCache, ClassificationCodec
 from litellm_lora_router.classifiers import Caller
 from litellm_lora_router.classifiers.mcp import discover_tool
+from litellm_lora_router.cli import main as cli
 from litellm_lora_router.processes import Service, free_port, start_service, start_standin, tcp_ready
 
 from .conftest import ROOT, Proxy, StandIn, launch_proxy
@@ -45,15 +50,15 @@ async def test_stdio_tenants_reach_their_own_adapters() -> None:
     router = LoraRouter.from_config(parse_config(example_raw()))
     try:
         await router.start()
-        acme = await router.route(request(), caller=Caller(tenant="team-acme"))
-        globex = await router.route(request(), caller=Caller(tenant="team-globex"))
-        anyone = await router.route(request(), caller=Caller(tenant="team-other"))
+        acme = await router.route(request(), caller=Caller(tenant="team:acme"))
+        globex = await router.route(request(), caller=Caller(tenant="team:globex"))
+        anyone = await router.route(request(), caller=Caller(tenant="team:other"))
         assert (acme.decision.model, globex.decision.model, anyone.decision.model) == (
             "acme-support-lora", "globex-support-lora", "technical-lora")
         assert acme.decision.method == "mcp" and acme.decision.category == "technical"
         # the config's technical category has no system prompt: list_categories supplies one
         assert acme.decision.system_prompt == "You are a senior engineer."
-        rogue = await router.route(request(), caller=Caller(tenant="team-rogue"))
+        rogue = await router.route(request(), caller=Caller(tenant="team:rogue"))
         assert (rogue.decision.model, rogue.decision.reason) == ("llama2-7b", "undeclared_adapter")
     finally:
         await router.aclose()
@@ -63,23 +68,129 @@ async def test_slow_server_times_out_into_a_fallback() -> None:
     raw = example_raw(timeout_seconds=0.3, env={"MCP_TENANT_ROUTER_DELAY": "1.5"})
     router = LoraRouter.from_config(parse_config(raw))
     try:
-        routed = await router.route(request(), caller=Caller(tenant="team-acme"))
+        routed = await router.route(request(), caller=Caller(tenant="team:acme"))
         assert (routed.decision.model, routed.decision.reason) == ("llama2-7b", "timeout")
     finally:
         await router.aclose()
 
 
+async def routed_once_ready(router: LoraRouter, caller: Caller | None = None, text: str = QUESTION) -> Any:
+    """Route until the MCP server answers (a restarted stdio server takes seconds on a busy host)."""
+    for _ in range(40):
+        routed = await router.route(request(text), caller=caller)
+        if routed.decision.reason is None:
+            return routed
+        await asyncio.sleep(0.5)
+    return routed
+
+
 async def test_crashing_server_is_restarted_and_routing_resumes() -> None:
     router = LoraRouter.from_config(parse_config(example_raw()))
     try:
-        first = await router.route(request(), caller=Caller(tenant="team-acme"))
+        await router.start()
+        first = await router.route(request(), caller=Caller(tenant="team:acme"))
         assert first.decision.model == "acme-support-lora"
-        crashed = await router.route(request("CRASH-NOW please"), caller=Caller(tenant="team-acme"))
+        crashed = await router.route(request("CRASH-NOW please"), caller=Caller(tenant="team:acme"))
         assert crashed.decision.reason == "classifier_error" and crashed.decision.model == "llama2-7b"
-        again = await router.route(request(), caller=Caller(tenant="team-acme"))
+        again = await routed_once_ready(router, Caller(tenant="team:acme"))
         assert again.decision.model == "acme-support-lora"
     finally:
         await router.aclose()
+
+
+def calls_logged(log: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+async def test_timeouts_count_in_the_breaker_even_past_the_router_budget(tmp_path: Path) -> None:
+    """The MCP timeout (2 s) is longer than the router budget (0.4 s): the budget cuts each call,
+    and the breaker still counts it, so a hung server stops being called."""
+    log = tmp_path / "calls.jsonl"
+    raw = example_raw(breaker_failures=2, breaker_reset_seconds=1.0, env={"MCP_TENANT_ROUTER_LOG": str(log)})
+    raw["lora_router"] = {"classification_timeout_seconds": 0.4}
+    router = LoraRouter.from_config(parse_config(raw))
+    try:
+        await router.start()
+        reasons = [(await router.route(request(f"{QUESTION} DELAY=1.5 #{i}"))).decision.reason for i in range(4)]
+        assert reasons == ["timeout", "timeout", "classifier_error", "classifier_error"]  # then the breaker is open
+        assert len(calls_logged(log)) == 2  # the server was not called while the breaker was open
+        recovered = await routed_once_ready(router)  # then a fresh session (a restarted server) answers
+        assert (recovered.decision.model, recovered.decision.method) == ("technical-lora", "mcp")
+    finally:
+        await router.aclose()
+
+
+async def test_a_timeout_does_not_fail_other_calls_in_flight() -> None:
+    raw = example_raw(timeout_seconds=1.0)
+    router = LoraRouter.from_config(parse_config(raw))
+    try:
+        await router.start()
+        slow = asyncio.create_task(router.route(request(f"{QUESTION} DELAY=3"), caller=Caller(tenant="team:acme")))
+        await asyncio.sleep(0.5)
+        # in flight when the slow call times out (at 1.0 s), and answered at about 1.3 s
+        fine = await router.route(request(f"{QUESTION} DELAY=0.8"), caller=Caller(tenant="team:acme"))
+        assert (await slow).decision.reason == "timeout"
+        assert (fine.decision.model, fine.decision.reason) == ("acme-support-lora", None)
+        after = await router.route(request(), caller=Caller(tenant="team:acme"))
+        assert after.decision.model == "acme-support-lora"
+    finally:
+        await router.aclose()
+
+
+async def test_context_holds_only_allow_listed_key_metadata(tmp_path: Path) -> None:
+    log = tmp_path / "calls.jsonl"
+    metadata = {"tier": "gold", "logging": [{"callback_vars": {"langfuse_secret_key": "sk-lf-do-not-send"}}]}
+    for keys, expected in (([], {}), (["tier"], {"tier": "gold"})):
+        raw = example_raw(env={"MCP_TENANT_ROUTER_LOG": str(log)}, context_metadata_keys=keys)
+        router = LoraRouter.from_config(parse_config(raw))
+        try:
+            await router.start()
+            caller = router.caller(team_id="acme", key_alias="acme-key", user="u1", key_metadata=metadata)
+            assert (await router.route(request(), caller=caller)).decision.model == "acme-support-lora"
+        finally:
+            await router.aclose()
+        assert calls_logged(log)[-1] == {"tenant": "team:acme", "user": "u1", "key_metadata": expected}
+    assert "sk-lf-do-not-send" not in log.read_text()
+
+
+async def test_cache_hit_on_another_replica_keeps_the_mcp_decision(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, "one-deployment")
+    redis_client = fakeredis.FakeAsyncRedis()
+    raw = example_raw()
+    raw["classification_cache"] = {"local_max_entries": 0}
+    raw["categories"][0]["model_scores"][0]["use_reasoning"] = True
+    replicas = []
+    for _ in range(2):
+        config = parse_config(copy.deepcopy(raw))
+        router = LoraRouter.from_config(config)
+        codec = ClassificationCodec.for_config(config)
+        router.cache = ClassificationCache(config.classification_cache, redis_client, codec)
+        replicas.append(router)
+    try:
+        await asyncio.gather(*(router.start() for router in replicas))
+        a = await replicas[0].route(request(), caller=Caller(tenant="team:acme"))
+        b = await replicas[1].route(request(), caller=Caller(tenant="team:acme"))
+        assert (a.cache, b.cache) == ("miss", "hit")
+        assert b.decision == a.decision
+        assert (b.decision.model, b.decision.system_prompt) == ("acme-support-lora", "You are a senior engineer.")
+    finally:
+        for router in replicas:
+            await router.aclose()
+
+
+def test_classify_and_eval_cli_connect_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The server takes longer to start than one call may take: the CLI connects first, as the proxy does."""
+    config = tmp_path / "router_config.yaml"
+    config.write_text(yaml.safe_dump(example_raw(timeout_seconds=0.5)))
+    assert cli(["classify", "--config", str(config), QUESTION]) == 0
+    decision = json.loads(capsys.readouterr().out)
+    assert (decision["model"], decision["method"], decision["reason"]) == ("technical-lora", "mcp", None)
+    rows = tmp_path / "rows.jsonl"
+    labelled = [{"text": QUESTION, "expected_category": "technical"},
+                {"text": "my fever will not go down", "expected_category": "medical"}]
+    rows.write_text("\n".join(json.dumps(r) for r in labelled))
+    assert cli(["eval", "--config", str(config), "--input", str(rows), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == 1.0
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +207,9 @@ async def test_http_transport(http_server: Service) -> None:
     raw["classifier"]["mcp_category_model"] = {"enabled": True, "transport_type": "http", "url": http_server.url}
     router = LoraRouter.from_config(parse_config(raw))
     try:
-        acme = await router.route(request(), caller=Caller(tenant="team-acme"))
-        globex = await router.route(request(), caller=Caller(tenant="team-globex"))
+        await router.start()
+        acme = await router.route(request(), caller=Caller(tenant="team:acme"))
+        globex = await router.route(request(), caller=Caller(tenant="team:globex"))
         assert (acme.decision.model, globex.decision.model) == ("acme-support-lora", "globex-support-lora")
     finally:
         await router.aclose()
@@ -112,14 +224,15 @@ def test_config_requires_a_command_or_url() -> None:
 
 ACME_KEY = "sk-acme-tenant-key"
 GLOBEX_KEY = "sk-globex-tenant-key"
+POSER_KEY = "sk-alias-poses-as-team"  # no team; its alias is a team's tenant name of old
 
 
 @pytest.fixture(scope="module")
-def tenant_proxy(logs_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proxy, StandIn]]:
+def tenant_proxy(logs_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proxy, StandIn, Path]]:
     adapters = ["technical-lora", "medical-lora", "legal-lora", "acme-support-lora", "globex-support-lora"]
     standin = StandIn(start_standin(logs_dir, "llama2-7b", adapters))
     tmp = tmp_path_factory.mktemp("mcp")
-    raw = example_raw()
+    raw = example_raw(env={"MCP_TENANT_ROUTER_LOG": str(tmp / "calls.jsonl")})
     raw["classification_cache"] = {}  # tenant-scoped cache keys
     (tmp / "router.yaml").write_text(yaml.safe_dump(raw))
     models = [{"model_name": n, "litellm_params": {"model": f"hosted_vllm/{n}", "api_base": standin.api_base}}
@@ -130,16 +243,19 @@ def tenant_proxy(logs_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         "litellm_settings": {"callbacks": "litellm_lora_router.proxy_handler_instance"},
         "general_settings": {"master_key": "os.environ/LITELLM_MASTER_KEY"},
     }))
-    keys = [{"key": ACME_KEY, "models": ["MoM"], "team_id": "team-acme"},
-            {"key": GLOBEX_KEY, "models": ["MoM"], "team_id": "team-globex"}]
+    secret_metadata = {"logging": [{"callback_name": "langfuse",
+                                    "callback_vars": {"langfuse_secret_key": "sk-lf-key-secret"}}]}
+    keys = [{"key": ACME_KEY, "models": ["MoM"], "team_id": "acme", "metadata": secret_metadata},
+            {"key": GLOBEX_KEY, "models": ["MoM"], "team_id": "globex"},
+            {"key": POSER_KEY, "models": ["MoM"], "key_alias": "team:acme"}]
     proxy = launch_proxy(standin, logs_dir, router_config=tmp / "router.yaml", litellm_config=tmp / "litellm.yaml", keys=keys)
-    yield proxy, standin
+    yield proxy, standin, tmp / "calls.jsonl"
     proxy.service.stop()
     standin.service.stop()
 
 
-def test_tenants_through_the_proxy(tenant_proxy: tuple[Proxy, StandIn]) -> None:
-    proxy, standin = tenant_proxy
+def test_tenants_through_the_proxy(tenant_proxy: tuple[Proxy, StandIn, Path]) -> None:
+    proxy, standin, _ = tenant_proxy
     seen = {}
     for key in (ACME_KEY, GLOBEX_KEY, ACME_KEY):
         standin.clear()
@@ -151,3 +267,21 @@ def test_tenants_through_the_proxy(tenant_proxy: tuple[Proxy, StandIn]) -> None:
     assert {m for m, _ in seen[ACME_KEY]} == {"acme-support-lora"}
     assert {m for m, _ in seen[GLOBEX_KEY]} == {"globex-support-lora"}
     assert {c for _, c in seen[ACME_KEY]} == {"miss", "hit"}  # cached per tenant, never across
+
+
+def test_key_alias_cannot_pose_as_a_team(tenant_proxy: tuple[Proxy, StandIn, Path]) -> None:
+    proxy, standin, log = tenant_proxy
+    standin.clear()
+    response = proxy.chat(request("a python question from a key with a tricky alias"), key=POSER_KEY)
+    assert response.status_code == 200, response.text
+    [received] = standin.received()
+    assert received["model"] == "technical-lora"  # the config's adapter, not team acme's
+    assert calls_logged(log)[-1]["tenant"] == "key:team:acme"
+
+
+def test_key_metadata_is_not_sent_to_the_server_by_default(tenant_proxy: tuple[Proxy, StandIn, Path]) -> None:
+    proxy, _, log = tenant_proxy
+    assert proxy.chat(request("another python question"), key=ACME_KEY).status_code == 200
+    context = calls_logged(log)[-1]
+    assert context == {"tenant": "team:acme", "user": None, "key_metadata": {}}
+    assert "sk-lf-key-secret" not in log.read_text()

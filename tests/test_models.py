@@ -36,6 +36,7 @@ def request(text: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Format 1: a real (tiny, untrained) BertForSequenceClassification with its tokenizer."""
+    import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
     out = tmp_path_factory.mktemp("tiny-bert")
@@ -45,7 +46,11 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=32, max_position_embeddings=24,
                         id2label={0: "technical", 1: "medical", 2: "legal"}, label2id={"technical": 0, "medical": 1, "legal": 2})
-    BertForSequenceClassification(config).save_pretrained(out)
+    model = BertForSequenceClassification(config)
+    with torch.no_grad():  # untrained, but with a known answer: every text scores label 2 highest
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([0.0, 0.0, 8.0]))
+    model.save_pretrained(out)
     return out
 
 
@@ -54,8 +59,8 @@ async def test_format1_sequence_classifier(tiny_bert: Path) -> None:
     raw["classifier"]["category_model"] = {"model_id": str(tiny_bert), "threshold": 0.0}
     router = LoraRouter.from_config(parse_config(raw))
     short, _ = await router.classify("code law pain")
-    assert short is not None and short.method == "domain" and short.category in {"technical", "medical", "legal"}
-    assert 0.0 < short.confidence <= 1.0 and not short.truncated
+    assert short is not None and short.method == "domain" and short.category == "legal"  # id2label[2]
+    assert short.confidence > 0.99 and not short.truncated
     long, _ = await router.classify("code " * 100)
     assert long is not None and long.truncated  # longer than the model's 24 positions: truncated, and said so
     routed = await router.route(request("code " * 100))
@@ -99,7 +104,7 @@ async def test_format1_with_vsr_category_mapping(tiny_bert: Path, tmp_path: Path
     raw["classifier"]["category_model"] = {"model_id": str(tiny_bert), "threshold": 0.0, "category_mapping_path": str(mapping)}
     router = LoraRouter.from_config(parse_config(raw))
     classification, _ = await router.classify("law")
-    assert classification is not None and classification.category in {"technical", "medical", "legal"}
+    assert classification is not None and classification.category == "medical"  # the mapping's 2, not id2label's
 
 
 def test_train_domain_cli_and_format2(tmp_path: Path) -> None:
@@ -223,6 +228,37 @@ async def test_micro_batching_shares_passes_and_bounds_the_queue() -> None:
     burst = await asyncio.gather(*(tight.route(request(f"{t} now")) for t in texts))
     reasons = {r.decision.reason for r in burst}
     assert "classifier_error" in reasons and None in reasons  # refused at once when full, never queued forever
+
+
+async def test_batching_off_bounds_the_work_waiting_for_the_thread() -> None:
+    raw = guide_raw(lora_router={"encoder": {"batching": False, "max_queue": 2}})
+    tight = LoraRouter.from_config(parse_config(raw))
+    texts = [f"question {i} about my python code, unbatched" for i in range(32)]
+    burst = await asyncio.gather(*(tight.route(request(text)) for text in texts))
+    reasons = {r.decision.reason for r in burst}
+    assert "classifier_error" in reasons and None in reasons  # refused at once when full, never queued without bound
+
+
+async def test_encoder_results_are_kept_under_a_digest_not_the_prompt() -> None:
+    router = LoraRouter.from_config(parse_config(guide_raw()))
+    await router.route(request("a prompt that must not stay in memory: zebra-7731"))
+    recent = router.classifiers[0]._model._encoding._recent  # type: ignore[attr-defined]
+    assert recent.maxsize == 1024 and len(recent) == 1
+    assert all(isinstance(key, bytes) and len(key) == 16 for key in recent)
+
+
+def test_inference_threads_are_bounded_and_never_spin() -> None:
+    import torch
+
+    from litellm_lora_router.classifiers.encoders import build_encoder
+    from litellm_lora_router.config import EncoderConfig
+
+    options = build_encoder(EncoderConfig(backend="onnx"))._session.get_session_options()  # type: ignore[attr-defined]
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
+    build_encoder(EncoderConfig(backend="torch"))
+    assert torch.get_num_threads() == 1
 
 
 def test_eval_cli_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

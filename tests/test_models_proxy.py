@@ -30,7 +30,9 @@ def proxy_for(raw: dict[str, Any], standin: StandIn, logs_dir: Path, tmp: Path) 
 def domain_proxy(standin: StandIn, logs_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     """The guide's config without keyword rules: every decision is the domain classifier's; the
     torch encoder with small batches makes classification work long enough to watch the loop."""
-    raw = guide_raw(lora_router={"encoder": {"backend": "torch", "max_batch": 4, "batch_window_ms": 1}})
+    # a budget no burst reaches on a busy host: these tests are about concurrency, not speed
+    raw = guide_raw(lora_router={"encoder": {"backend": "torch", "max_batch": 4, "batch_window_ms": 1},
+                                 "classification_timeout_seconds": 10})
     raw["classifier"]["category_model"]["threshold"] = 0.0
     proxy = proxy_for(raw, standin, logs_dir, tmp_path_factory.mktemp("domain"))
     yield proxy

@@ -11,8 +11,11 @@ import httpx
 import pytest
 
 from .conftest import (
+    DIRECT_KEY,
+    MALFORMED_KEY,
     MEDICAL_ONLY_KEY,
     MOM_ONLY_KEY,
+    NARROWING_KEY,
     OPTED_OUT_KEY,
     ROUTING_OFF_KEY,
     TEAM_OFF_KEY,
@@ -119,11 +122,61 @@ def test_key_metadata_switches_routing_off(proxy: Proxy, standin: StandIn) -> No
     assert response.headers["x-lora-router-adapter"] == "MoM"
 
 
-def test_team_metadata_off_and_key_override(proxy: Proxy, standin: StandIn) -> None:
+def test_team_off_cannot_be_switched_back_on_by_a_key(proxy: Proxy, standin: StandIn) -> None:
     _, received = ask(proxy, standin, TECH, key=TEAM_OFF_KEY)
     assert received["model"] == "llama2-7b"
-    _, received = ask(proxy, standin, TECH, key=TEAM_OFF_KEY_ON)
-    assert received["model"] == "technical-lora"
+    response, received = ask(proxy, standin, TECH, key=TEAM_OFF_KEY_ON)  # team off, key `enabled: true`
+    assert received["model"] == "llama2-7b"
+    assert response.headers["x-lora-router-fallback"] == "routing_disabled"
+
+
+def test_key_cannot_widen_its_teams_adapters(proxy: Proxy, standin: StandIn) -> None:
+    response, received = ask(proxy, standin, TECH, key=NARROWING_KEY)
+    assert received["model"] == "llama2-7b"
+    assert response.headers["x-lora-router-fallback"] == "adapter_not_allowed"
+    _, received = ask(proxy, standin, MEDICAL, key=NARROWING_KEY)
+    assert received["model"] == "medical-lora"
+
+
+def test_malformed_key_metadata_fails_closed_with_a_warning(proxy: Proxy, standin: StandIn) -> None:
+    response, received = ask(proxy, standin, TECH, key=MALFORMED_KEY)
+    assert received["model"] == "llama2-7b"
+    assert response.headers["x-lora-router-fallback"] == "adapter_not_allowed"
+    log = proxy.service.log()
+    warnings = [line for line in log.splitlines() if "malformed metadata" in line]
+    expected = "key 'malformed-key': lora_router.allowed_adapters: expected a list"
+    assert any(expected in line for line in warnings), log[-3000:]
+    assert "secret-tier-value" not in log
+
+
+def test_direct_adapter_calls_are_held_to_allowed_adapters(proxy: Proxy, standin: StandIn) -> None:
+    standin.clear()
+    refused = proxy.chat({"model": "technical-lora", "messages": [{"role": "user", "content": TECH}]}, key=DIRECT_KEY)
+    assert refused.status_code == 403, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "403" and error["param"] == "model" and error["type"] == "key_model_access_denied"
+    assert "technical-lora" in error["message"] and "allowed_adapters" in error["message"]
+    assert standin.received() == []
+    for model in ("medical-lora", "llama2-7b"):  # an allowed adapter, and the base model
+        allowed = proxy.chat({"model": model, "messages": [{"role": "user", "content": TECH}]}, key=DIRECT_KEY)
+        assert allowed.status_code == 200, allowed.text
+    routed = proxy.chat({"model": "MoM", "messages": [{"role": "user", "content": MEDICAL}]}, key=DIRECT_KEY)
+    assert routed.headers["x-lora-router-adapter"] == "medical-lora"
+
+
+@pytest.mark.parametrize("model", ["legal-lora", "MoM"])
+def test_client_cannot_forge_response_headers(proxy: Proxy, model: str) -> None:
+    forged = {"access-control-allow-origin": "https://evil.example", "x-lora-router-adapter": "forged-lora"}
+    body = {"model": model, "messages": [{"role": "user", "content": MEDICAL}],
+            "metadata": {"lora_router_headers": forged}}
+    response = proxy.chat(body)
+    assert response.status_code == 200, response.text
+    assert "access-control-allow-origin" not in response.headers
+    assert response.headers.get("x-lora-router-adapter") != "forged-lora"
+    if model == "MoM":
+        assert response.headers["x-lora-router-adapter"] == "medical-lora"
+    else:
+        assert "x-lora-router-adapter" not in response.headers
 
 
 def test_allowed_adapters_keep_a_tenant_inside_its_list(proxy: Proxy, standin: StandIn) -> None:

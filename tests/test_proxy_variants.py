@@ -31,6 +31,7 @@ def reasoning_setup(tmp_path_factory: pytest.TempPathFactory, logs_dir: Path) ->
     tmp = tmp_path_factory.mktemp("reasoning")
     raw = json.loads(json.dumps(QWEN))
     raw["categories"][1]["model_scores"][0]["reasoning_effort"] = "medium"
+    raw["keyword_rules"].append({"category": "chat", "keywords": ["hello"]})  # chat: qwen3-8b, use_reasoning false
     (tmp / "router.yaml").write_text(yaml.safe_dump(raw))
     litellm_config = {
         "model_list": [
@@ -65,12 +66,22 @@ def test_chat_template_kwargs_reach_vllm_merged(reasoning_setup: tuple[Proxy, St
 def test_reasoning_off_is_sent_as_false(reasoning_setup: tuple[Proxy, StandIn, StandIn]) -> None:
     proxy, qwen, _ = reasoning_setup
     qwen.clear()
-    # no keyword matches: fallback to the default model, untouched
-    response = proxy.chat({"model": "auto", "messages": [{"role": "user", "content": "hello"}]})
+    response = proxy.chat({"model": "auto", "messages": [{"role": "user", "content": "hello there"}]})
+    assert response.status_code == 200, response.text
+    [received] = qwen.received()
+    assert received["model"] == "qwen3-8b" and response.headers["x-lora-router-category"] == "chat"
+    assert received["chat_template_kwargs"] == {"enable_thinking": False}  # sent, and false: qwen3 thinks by default
+    assert response.headers["x-vsr-selected-reasoning"] == "off"
+
+
+def test_fallback_sends_no_reasoning_fields(reasoning_setup: tuple[Proxy, StandIn, StandIn]) -> None:
+    proxy, qwen, _ = reasoning_setup
+    qwen.clear()
+    response = proxy.chat({"model": "auto", "messages": [{"role": "user", "content": "good morning"}]})
     assert response.status_code == 200, response.text
     [received] = qwen.received()
     assert received["model"] == "qwen3-8b" and "chat_template_kwargs" not in received
-    assert response.headers["x-vsr-selected-reasoning"] == "off"
+    assert response.headers["x-lora-router-fallback"] == "no_match"
 
 
 def test_reasoning_effort_reaches_vllm(reasoning_setup: tuple[Proxy, StandIn, StandIn]) -> None:
@@ -196,15 +207,59 @@ def test_decision_reaches_the_spend_log_payload(standin: StandIn, logs_dir: Path
     try:
         body = {"model": "MoM", "messages": [{"role": "user", "content": "What causes high blood pressure?"}]}
         assert proxy.chat(body).status_code == 200
+        # a client writing the plugin's own spend-log fields, on a request the plugin does not route
+        forged = {"model": "legal-lora", "messages": [{"role": "user", "content": "hi"}],
+                  "metadata": {"spend_logs_metadata": {"lora_router_adapter": "forged-lora", "team": "kept"},
+                               "tags": ["mine"]}}
+        assert proxy.chat(forged).status_code == 200
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and not record_file.exists():
+
+        def recorded() -> int:
+            return len(record_file.read_text().splitlines()) if record_file.exists() else 0
+
+        while time.monotonic() < deadline and recorded() < 2:
             time.sleep(0.2)
-        [record] = [json.loads(line) for line in record_file.read_text().splitlines()]
+        records = [json.loads(line) for line in record_file.read_text().splitlines()]
+        [record] = [r for r in records if r["model_group"] == "medical-lora"]
+        [other] = [r for r in records if r["model_group"] == "legal-lora"]
     finally:
         proxy.service.stop()
+    assert other["spend_logs_metadata"] == {"team": "kept"}  # the client's own fields stay, the plugin's go
+    assert "mine" in other["request_tags"]
     assert record["model_group"] == "medical-lora"
     metadata = record["spend_logs_metadata"]
     assert metadata["lora_router_adapter"] == "medical-lora" and metadata["lora_router_category"] == "medical"
     assert metadata["lora_router_method"] == "keyword" and metadata["lora_router_fallback"] is None
     # no `lora:*` tags unless `decision_tags: true`: tags take part in LiteLLM's tag filtering
     assert not [t for t in record["request_tags"] or [] if t.startswith("lora")]
+
+
+def test_router_is_closed_when_the_proxy_event_loop_shuts_down() -> None:
+    """uvicorn serves the proxy inside `asyncio.run`, which cancels what is left when it stops."""
+    import asyncio
+
+    from litellm_lora_router import LoraRouter, parse_config
+    from litellm_lora_router.litellm_adapter import LoraRouterHook
+
+    events: list[str] = []
+
+    class Server:
+        method = "mcp"
+
+        async def connect(self) -> None:
+            events.append("connected")
+
+        async def classify(self, texts: object, caller: object = None) -> list[object]:
+            return []
+
+        async def aclose(self) -> None:
+            events.append("closed")
+
+    router = LoraRouter(parse_config(yaml.safe_load(DEFAULT_ROUTER_CONFIG.read_text())), [Server()])
+
+    async def serve() -> None:
+        LoraRouterHook(router=router)
+        await asyncio.sleep(0.1)
+
+    asyncio.run(serve())
+    assert events == ["connected", "closed"]

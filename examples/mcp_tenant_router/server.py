@@ -5,11 +5,21 @@
 
 Tools:
 - `classify_text(text, with_probabilities, context)`: the category from a few word lists, and the
-  adapter from the tenant table (`context.tenant` is the LiteLLM team id, else the key alias).
+  adapter from the tenant table.
 - `list_categories()`: categories with descriptions and system prompts.
 
-For tests: `MCP_TENANT_ROUTER_DELAY=<seconds>` answers slowly; a text containing `CRASH-NOW` makes the
-server process exit.
+`context` is what the router says about the caller:
+- `tenant`: `"team:<LiteLLM team id>"`, else `"key:<key alias>"`, else null. The prefix is part of
+  the value, so a key whose alias is `acme` (`key:acme`) can never pose as team `acme` (`team:acme`):
+  match tenants on the whole string, as the table below does.
+- `user`: the LiteLLM user id, or null.
+- `key_metadata`: only the key-metadata fields listed in the router config's
+  `classifier.mcp_category_model.context_metadata_keys` (none by default: key metadata can hold
+  per-key logging credentials).
+
+For tests: `MCP_TENANT_ROUTER_DELAY=<seconds>` answers slowly, and so does a text containing
+`DELAY=<seconds>`; a text containing `CRASH-NOW` makes the server process exit;
+`MCP_TENANT_ROUTER_LOG=<file>` appends each call's `context` to that file as a JSON line.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 from typing import Any
 
@@ -24,9 +35,9 @@ from mcp.server.mcpserver import MCPServer
 
 #: tenant -> adapter for every category; an unknown tenant gets the router config's adapter.
 TENANT_ADAPTERS = {
-    "team-acme": "acme-support-lora",
-    "team-globex": "globex-support-lora",
-    "team-rogue": "not-declared-lora",  # refused by the router: not in model_config
+    "team:acme": "acme-support-lora",
+    "team:globex": "globex-support-lora",
+    "team:rogue": "not-declared-lora",  # refused by the router: not in model_config
 }
 
 CATEGORIES = {
@@ -45,7 +56,11 @@ def classify_text(text: str, with_probabilities: bool = False, context: dict[str
     """Classify a user query into a category and pick the tenant's LoRA adapter."""
     if "CRASH-NOW" in text:
         os._exit(1)
-    time.sleep(float(os.environ.get("MCP_TENANT_ROUTER_DELAY", "0")))
+    if os.environ.get("MCP_TENANT_ROUTER_LOG"):
+        with open(os.environ["MCP_TENANT_ROUTER_LOG"], "a", encoding="utf-8") as log:
+            log.write(json.dumps(context) + "\n")
+    delay = re.search(r"DELAY=([0-9.]+)", text)
+    time.sleep(float(delay.group(1)) if delay else float(os.environ.get("MCP_TENANT_ROUTER_DELAY", "0")))
     words = {w.strip(".,?!:;").lower() for w in text.split()}
     scores = {name: len(words & set(keys)) for name, (_, _, keys) in CATEGORIES.items()}
     best = max(scores, key=lambda name: scores[name])

@@ -18,6 +18,15 @@ class Caller:
     user: str | None = None
     key_metadata: Mapping[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, team_id: str | None, key_alias: str | None, user: str | None, key_metadata: Any,
+           context_keys: Sequence[str] = ()) -> Caller:
+        """The tenant is namespaced (`team:<id>`, else `key:<alias>`), so a key alias can never pose
+        as a team; of the key's metadata only `context_keys` are kept (it can hold credentials)."""
+        tenant = f"team:{team_id}" if team_id else f"key:{key_alias}" if key_alias else None
+        metadata = key_metadata if isinstance(key_metadata, Mapping) else {}
+        return cls(tenant=tenant, user=user, key_metadata={k: metadata[k] for k in context_keys if k in metadata})
+
     def as_context(self) -> dict[str, Any]:
         return {"tenant": self.tenant, "user": self.user, "key_metadata": dict(self.key_metadata)}
 

@@ -23,7 +23,7 @@ from ..batching import MicroBatcher
 from ..config import CategoryModelConfig, EncoderConfig
 from ..errors import ClassifierError
 from .base import Caller, Classification
-from .encoders import ENCODER_ID, EncodingService, cut_for_tokenizer
+from .encoders import ENCODER_ID, EncodingService, cut_for_tokenizer, limit_torch_threads
 
 __all__ = ["HEAD_FILE", "DomainClassifier", "HeadModel", "SequenceClassifierModel", "is_head_dir", "read_labels"]
 
@@ -88,6 +88,7 @@ class SequenceClassifierModel:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        limit_torch_threads(torch, batching.threads)
         self._torch = torch
         self._device = "cuda" if not use_cpu and torch.cuda.is_available() else "cpu"
         self._tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)

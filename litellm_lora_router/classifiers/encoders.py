@@ -9,6 +9,7 @@ and remembers recent texts, so the embedding rules and a domain head share one e
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,13 +24,16 @@ from ..errors import ClassifierError
 
 __all__ = [
     "CHARS_PER_TOKEN_BOUND", "ENCODER_ID", "Encoded", "Encoder", "EncodingService", "OnnxEncoder", "TorchEncoder",
-    "build_encoder", "cut_for_tokenizer", "package_dir",
+    "build_encoder", "cut_for_tokenizer", "encoder_files", "limit_torch_threads", "package_dir",
 ]
 
 #: The one encoder family our heads and example embeddings are made with.
 ENCODER_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 Encoded = tuple[np.ndarray, bool]  # (unit vector, input was truncated)
+
+#: Recent encoder results kept so that the methods of one request share one pass.
+RECENT_ENTRIES = 1024
 
 
 def package_dir(name: str) -> Path:
@@ -99,15 +103,23 @@ class _Tokenized:
         return input_ids, mask, np.zeros_like(input_ids), truncated
 
 
+def limit_torch_threads(torch: Any, threads: int) -> None:
+    """torch's thread pools are per process: cap them for a host shared with LiteLLM."""
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # only settable before the first parallel work; already set then
+        pass
+
+
 class TorchEncoder:
     backend = "torch"
 
-    def __init__(self, model_dir: Path, max_length: int = 256, use_cpu: bool = True, threads: int | None = None) -> None:
+    def __init__(self, model_dir: Path, max_length: int = 256, use_cpu: bool = True, threads: int = 1) -> None:
         import torch
         from transformers import AutoModel
 
-        if threads:
-            torch.set_num_threads(threads)
+        limit_torch_threads(torch, threads)
         self._torch = torch
         self._device = "cuda" if not use_cpu and torch.cuda.is_available() else "cpu"
         self._model = AutoModel.from_pretrained(str(model_dir), local_files_only=True).to(self._device).eval()
@@ -130,12 +142,16 @@ class TorchEncoder:
 class OnnxEncoder:
     backend = "onnx"
 
-    def __init__(self, onnx_path: Path, model_dir: Path, max_length: int = 256, threads: int | None = None) -> None:
+    def __init__(self, onnx_path: Path, model_dir: Path, max_length: int = 256, threads: int = 1) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        # ONNX Runtime's workers spin-wait between runs by default, taking CPU from LiteLLM's event
+        # loop on a small host; sleeping workers cost a few microseconds per run instead
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self._inputs = {i.name for i in self._session.get_inputs()}
         self._tokenize = _Tokenized(model_dir, max_length)
@@ -148,11 +164,18 @@ class OnnxEncoder:
         return list(zip(_mean_pool(np.asarray(states, dtype=np.float32), mask), truncated, strict=True))
 
 
-def build_encoder(config: EncoderConfig, resolve: Any = Path, use_cpu: bool = True) -> Encoder:
+def encoder_files(config: EncoderConfig, resolve: Any = Path) -> tuple[Path, Path | None]:
+    """(sentence-transformers dir, ONNX file or None for torch): what the encoder is built from."""
     model_dir = resolve(config.model_path) if config.model_path else default_model_dir()
     if config.backend == "torch":
+        return model_dir, None
+    return model_dir, resolve(config.onnx_path) if config.onnx_path else default_onnx_path()
+
+
+def build_encoder(config: EncoderConfig, resolve: Any = Path, use_cpu: bool = True) -> Encoder:
+    model_dir, onnx_path = encoder_files(config, resolve)
+    if onnx_path is None:
         return TorchEncoder(model_dir, config.max_length, use_cpu, config.threads)
-    onnx_path = resolve(config.onnx_path) if config.onnx_path else default_onnx_path()
     return OnnxEncoder(onnx_path, model_dir, config.max_length, config.threads)
 
 
@@ -165,15 +188,17 @@ class EncodingService:
         self._batcher: MicroBatcher[Encoded] = MicroBatcher(
             encoder.encode, "encoder", config.batch_window_ms / 1000, config.max_batch, config.max_queue, config.batching
         )
-        self._recent: LRUCache[str, asyncio.Future[Encoded]] = LRUCache(maxsize=1024)
+        # keyed by a digest, never the text: at most RECENT_ENTRIES vectors (about 1.6 KB each)
+        self._recent: LRUCache[bytes, asyncio.Future[Encoded]] = LRUCache(maxsize=RECENT_ENTRIES)
 
     async def encode(self, text: str) -> Encoded:
-        future = self._recent.get(text)
+        key = hashlib.blake2b(text.encode(), digest_size=16).digest()
+        future = self._recent.get(key)
         stale = future is not None and (future.get_loop() is not asyncio.get_running_loop()
                                         or (future.done() and (future.cancelled() or future.exception() is not None)))
         if future is None or stale:
             future = asyncio.ensure_future(self._batcher.submit(text))
-            self._recent[text] = future
+            self._recent[key] = future
         return await asyncio.shield(future)
 
     def close(self) -> None:

@@ -1,13 +1,16 @@
 """A tool on an MCP server decides the category (or the adapter) with logic the operator owns.
 
 The only module that imports the `mcp` SDK. One long-lived session per server, owned by a
-background task (the SDK's context managers must be entered and left in one task); a call that
-fails marks the session broken and the next call reconnects (a dead stdio server is restarted).
-Each call is bounded by `timeout_seconds`, and a circuit breaker stops calling a failing server for
-a while. Every failure raises `ClassifierError`, which the router turns into a fallback.
+background task (the SDK's context managers must be entered and left in one task). A slow answer
+leaves the session alone; a broken call retires it: new calls get a new session (a dead stdio server
+is restarted) while calls in flight on the old one finish. Each call is bounded by
+`timeout_seconds`, cut to the router's budget; every timeout counts in a circuit breaker that stops
+calling a failing server for a while. Every failure raises `ClassifierError`, which the router turns
+into a fallback.
 
 Protocol (vLLM Semantic Router's, plus a `context` object this plugin adds):
-    call   tool(text=..., with_probabilities=true, context={"tenant", "user", "key_metadata"})
+    call   tool(text=..., with_probabilities=true,
+                context={"tenant": "team:<id>"|"key:<alias>"|null, "user", "key_metadata": {allowed keys}})
     result JSON text {"class", "confidence", "probabilities"?, "model"?, "lora_name"?,
                       "use_reasoning"?, "system_prompt"?}
 """
@@ -17,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,15 +63,76 @@ def _result_json(result: Any) -> dict[str, Any]:
     raise ValueError("no JSON object in the tool result")
 
 
+class _Connection:
+    """One session to the server, owned by a background task (the SDK's context managers must be
+    entered and left in one task). A retired connection takes no new calls and closes once the
+    calls still in flight on it have ended, so recovering never fails a call that was fine."""
+
+    def __init__(self, transport: AbstractAsyncContextManager[Any]) -> None:
+        self._ready: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._stop = asyncio.Event()
+        self._calls = 0
+        self.retired = False
+        self.task = asyncio.create_task(self._own(transport), name="lora-router-mcp")
+
+    @property
+    def connected(self) -> bool:
+        return self._ready.done() and not self._ready.cancelled() and self._ready.exception() is None
+
+    @property
+    def usable(self) -> bool:
+        broken = self._ready.done() and (self._ready.cancelled() or self._ready.exception() is not None)
+        return not self.retired and not broken and not self.task.done()
+
+    async def _own(self, transport: AbstractAsyncContextManager[Any]) -> None:
+        from mcp import ClientSession
+
+        try:
+            async with transport as (read, write), ClientSession(read, write) as session:
+                await session.initialize()
+                self._ready.set_result(session)
+                await self._stop.wait()
+        except BaseException as exc:
+            if not self._ready.done():
+                self._ready.set_exception(exc)
+                self._ready.exception()
+            if not isinstance(exc, Exception):
+                raise
+
+    @asynccontextmanager
+    async def use(self) -> AsyncIterator[Any]:
+        """The open session for one call."""
+        self._calls += 1
+        try:
+            yield await asyncio.shield(self._ready)
+        finally:
+            self._calls -= 1
+            if self.retired and self._calls == 0:
+                self._stop.set()
+
+    def retire(self) -> None:
+        self.retired = True
+        if self._calls == 0:
+            self._stop.set()
+
+    async def close(self, grace_seconds: float = 2.0) -> None:
+        self.retired = True
+        self._stop.set()
+        if not self.task.done():
+            try:
+                await asyncio.wait_for(self.task, grace_seconds)
+            except Exception:  # includes TimeoutError: a stuck transport is cancelled
+                self.task.cancel()
+
+
 class _Session:
-    """One connection to one MCP server, kept open by a background task."""
+    """The current connection to one MCP server, plus retired ones still finishing their calls."""
 
     def __init__(self, config: McpCategoryModelConfig, cwd: Path | None) -> None:
         self._config = config
         self._cwd = cwd
-        self._ready: asyncio.Future[Any] | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stop: asyncio.Event | None = None
+        self._current: _Connection | None = None
+        self._open: set[_Connection] = set()
 
     def _transport(self) -> AbstractAsyncContextManager[Any]:
         if self._config.transport_type == "http":
@@ -83,43 +147,33 @@ class _Session:
                                        env=dict(self._config.env) or None, cwd=self._cwd)
         return stdio_client(params)
 
-    async def _own(self, ready: asyncio.Future[Any], stop: asyncio.Event) -> None:
-        from mcp import ClientSession
+    def connection(self) -> _Connection:
+        """The current connection, opening a new one (restarting a stdio server) when there is
+        none or it broke."""
+        if self._current is None or not self._current.usable:
+            if self._current is not None:
+                self._current.retire()
+            self._current = _Connection(self._transport())
+            self._open.add(self._current)
+            connection = self._current
+            connection.task.add_done_callback(lambda _: self._open.discard(connection))
+        return self._current
 
-        try:
-            async with self._transport() as (read, write), ClientSession(read, write) as session:
-                await session.initialize()
-                ready.set_result(session)
-                await stop.wait()
-        except BaseException as exc:
-            if not ready.done():
-                ready.set_exception(exc)
-                ready.exception()
-            if not isinstance(exc, Exception):
-                raise
+    @property
+    def current(self) -> _Connection | None:
+        return self._current
 
-    async def get(self) -> Any:
-        """The open session, connecting (or reconnecting) first when needed."""
-        if self._ready is None or (self._ready.done() and self._ready.exception() is not None) or (
-            self._task is not None and self._task.done()
-        ):
-            await self.reset()
-            self._ready = asyncio.get_running_loop().create_future()
-            self._stop = asyncio.Event()
-            self._task = asyncio.create_task(self._own(self._ready, self._stop), name="lora-router-mcp")
-        return await asyncio.shield(self._ready)
+    def replace(self, connection: _Connection) -> None:
+        """Stop giving out `connection`; calls in flight on it finish. When it was the current one,
+        the next opens now, so that it is ready (a stdio server started) by the next call."""
+        connection.retire()
+        if connection is self._current:
+            self._current = None
+            self.connection()
 
-    async def reset(self) -> None:
-        """Drop the connection; the next `get` opens a new one (and restarts a stdio server)."""
-        task, stop = self._task, self._stop
-        self._ready = self._task = self._stop = None
-        if stop is not None:
-            stop.set()
-        if task is not None and not task.done():
-            try:
-                await asyncio.wait_for(task, 2.0)
-            except Exception:  # includes TimeoutError: a stuck transport is cancelled
-                task.cancel()
+    async def aclose(self) -> None:
+        self._current = None
+        await asyncio.gather(*(c.close() for c in list(self._open)))
 
 
 class McpClassifier:
@@ -129,27 +183,32 @@ class McpClassifier:
     caller_dependent = True
 
     def __init__(self, config: McpCategoryModelConfig, cwd: Path | None = None,
-                 configured_prompts: Mapping[str, str | None] | None = None) -> None:
+                 configured_prompts: Mapping[str, str | None] | None = None,
+                 budget_seconds: float | None = None) -> None:
         self.config = config
+        # a call never outlives the router's budget, so its own timeout (which the breaker counts)
+        # fires first instead of the router cancelling it unseen
+        self.timeout_seconds = min(config.timeout_seconds, budget_seconds) if budget_seconds else config.timeout_seconds
         self._session = _Session(config, cwd)
         self._tool: str | None = config.tool_name
         self._configured_prompts = dict(configured_prompts or {})
         self.server_categories: dict[str, dict[str, Any]] = {}
-        self._breaker = CircuitBreaker(config.breaker_failures, config.breaker_reset_seconds)
-        self._connect_lock = asyncio.Lock()
+        self.breaker = CircuitBreaker(config.breaker_failures, config.breaker_reset_seconds)
+        self._discover_lock = asyncio.Lock()
         self._discovered: Any = None  # the session the tool list was read from
 
-    async def connect(self) -> Any:
-        """The open session; on a new one, find the tool and read `list_categories` (once per
-        session, not per request)."""
-        session = await self._session.get()
+    async def connect(self) -> None:
+        """Open the session and read the tool list (once per session, not per request)."""
+        async with self._session.connection().use() as session:
+            await self._ensure_discovered(session)
+
+    async def _ensure_discovered(self, session: Any) -> None:
         if session is self._discovered:
-            return session
-        async with self._connect_lock:
+            return
+        async with self._discover_lock:
             if session is not self._discovered:
                 await self._discover(session)
                 self._discovered = session
-        return session
 
     async def _discover(self, session: Any) -> None:
         listed = await session.list_tools()
@@ -165,30 +224,41 @@ class McpClassifier:
     async def classify(self, texts: Sequence[str], caller: Caller | None = None) -> list[Classification]:
         return [await self._classify_one(text, caller or Caller()) for text in texts]
 
+    def record_timeout(self, connection: _Connection | None = None) -> None:
+        """A call ran out of time (its own timeout, or the router's budget). When that opens the
+        breaker, a connected session is replaced by a fresh one (one still connecting is kept: the
+        server is starting, not stuck)."""
+        self.breaker.record_failure()
+        connection = connection or self._session.current
+        if not self.breaker.allow() and connection is not None and connection.connected:
+            self._session.replace(connection)
+
     async def _classify_one(self, text: str, caller: Caller) -> Classification:
-        if not self._breaker.allow():
+        if not self.breaker.allow():
             raise ClassifierError(self.method, "circuit breaker open")
         arguments = {"text": text, "with_probabilities": True, "context": caller.as_context()}
+        connection = self._session.connection()
         try:
-            payload = await asyncio.wait_for(self._call(arguments), self.config.timeout_seconds)
+            async with asyncio.timeout(self.timeout_seconds):
+                payload = await self._call(connection, arguments)
         except TimeoutError as exc:
-            self._breaker.record_failure()
-            await self._session.reset()
-            raise ClassifierTimeout(self.method, f"no answer within {self.config.timeout_seconds}s") from exc
+            self.record_timeout(connection)
+            raise ClassifierTimeout(self.method, f"no answer within {self.timeout_seconds}s") from exc
         except ClassifierError:
-            self._breaker.record_failure()
+            self.breaker.record_failure()
             raise
         except Exception as exc:
-            self._breaker.record_failure()
-            await self._session.reset()
+            self.breaker.record_failure()
+            self._session.replace(connection)
             raise ClassifierError(self.method, f"{type(exc).__name__}: {exc}") from exc
-        self._breaker.record_success()
+        self.breaker.record_success()
         return self._classification(payload)
 
-    async def _call(self, arguments: dict[str, Any]) -> dict[str, Any]:
-        session = await self.connect()
-        assert self._tool is not None
-        return _result_json(await session.call_tool(self._tool, arguments))
+    async def _call(self, connection: _Connection, arguments: dict[str, Any]) -> dict[str, Any]:
+        async with connection.use() as session:
+            await self._ensure_discovered(session)
+            assert self._tool is not None
+            return _result_json(await session.call_tool(self._tool, arguments))
 
     def _classification(self, payload: Mapping[str, Any]) -> Classification:
         label = payload.get("class")
@@ -211,7 +281,7 @@ class McpClassifier:
         )
 
     async def aclose(self) -> None:
-        await self._session.reset()
+        await self._session.aclose()
 
 
 def _str_or_none(value: Any) -> str | None:
