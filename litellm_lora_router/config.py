@@ -155,6 +155,9 @@ class VllmEndpoint(_Strict):
 class LoraAdapterConfig(_Strict):
     name: str = Field(min_length=1)
     description: str = ""
+    # Where vLLM finds the adapter (a path on the vLLM host, or what its resolvers accept): lets the
+    # router load it with POST /v1/load_lora_adapter when a server lacks it.
+    path: str | None = Field(default=None, min_length=1)
 
 
 class ModelConfig(_Strict):
@@ -173,6 +176,8 @@ class ModelScore(_Strict):
     use_reasoning: bool = False
     reasoning_effort: Literal["low", "medium", "high"] | None = None
     reasoning_description: str | None = None
+    # Traffic split between entries of one category (canary `legal-lora-v2` beside `legal-lora`).
+    weight: float | None = Field(default=None, ge=0)
 
     @property
     def target(self) -> str:
@@ -198,6 +203,13 @@ class CategoryConfig(_Strict):
     def best_score(self) -> ModelScore:
         """The highest-scoring entry; the first one wins a tie."""
         return max(self.model_scores, key=lambda entry: entry.score)
+
+    @model_validator(mode="after")
+    def _weights_carry_traffic(self) -> CategoryConfig:
+        weights = [entry.weight for entry in self.model_scores if entry.weight is not None]
+        if weights and not any(w > 0 for w in weights):
+            raise ValueError("at least one model_scores weight above 0 when weights are given")
+        return self
 
 
 class KeywordRule(_Strict):
@@ -315,6 +327,16 @@ class RouterOptions(_Strict):
     # filtering (router_settings.enable_tag_filtering) refuses requests whose tags no deployment has.
     decision_tags: bool = False
     encoder: EncoderConfig = EncoderConfig()
+    # Operations (README, "Operations"): metrics, hot reload, adapter awareness.
+    metrics_port: int | None = Field(default=None, gt=0, lt=65536)
+    metrics_host: str = "0.0.0.0"
+    watch_config: bool = True
+    reload_debounce_seconds: float = Field(default=0.5, ge=0)
+    adapter_discovery: bool = True
+    adapter_refresh_seconds: float = Field(default=30.0, gt=0)
+    adapter_probe_timeout_seconds: float = Field(default=2.0, gt=0)
+    load_missing_adapters: bool = False
+    adapter_load_timeout_seconds: float = Field(default=5.0, gt=0)
 
     @field_validator("classification_order")
     @classmethod
@@ -375,6 +397,10 @@ class RouterConfig(_Strict):
 
     def category(self, name: str) -> CategoryConfig | None:
         return next((c for c in self.categories if c.name == name), None)
+
+    def adapter(self, name: str) -> LoraAdapterConfig | None:
+        """The declaration of an adapter under `model_config.<base>.loras`."""
+        return next((lora for m in self.models.values() for lora in m.loras if lora.name == name), None)
 
     def base_model_of(self, adapter: str) -> str | None:
         """The `model_config` entry that declares this adapter."""

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .classifiers.base import Classification
 from .config import CategoryConfig, ModelScore, ReasoningFamily, RouterConfig
 
-__all__ = ["Decision", "TenantPolicy", "fallback_decision", "select_adapter"]
+__all__ = ["Decision", "TenantPolicy", "choose_weighted", "fallback_decision", "select_adapter", "split_point",
+           "without_adapter"]
 
 #: Key/team metadata key that admins edit in the LiteLLM UI.
 METADATA_KEY = "lora_router"
@@ -117,6 +120,7 @@ class Decision:
     system_prompt_mode: str = "replace"
     matched_keywords: tuple[str, ...] = field(default=())
     truncated: bool = False
+    variant: str | None = None  # the entry a weighted traffic split chose (its adapter or model)
 
     @property
     def is_fallback(self) -> bool:
@@ -137,13 +141,44 @@ def fallback_decision(config: RouterConfig, reason: str, classification: Classif
     )
 
 
-def select_adapter(config: RouterConfig, classification: Classification | None, policy: TenantPolicy = TenantPolicy()) -> Decision:
+def without_adapter(decision: Decision, reason: str) -> Decision:
+    """The same decision served by the adapter's base model, because the adapter cannot be."""
+    return dataclasses.replace(decision, model=decision.base_model, lora_name=None, reason=reason)
+
+
+def split_point(category: str, sticky_key: str | None) -> float:
+    """A caller's stable position in [0, 1) for one category's split: the same caller always lands
+    on the same point, and the category salts it so that one caller's canaries are independent."""
+    digest = hashlib.sha256(f"{category}\0{sticky_key or ''}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def choose_weighted(entries: Sequence[ModelScore], point: float) -> ModelScore:
+    """The entry whose share of [0, 1) holds `point`, shares in proportion to the weights.
+
+    Shares are laid out in config order, so raising a canary's weight only moves callers from the
+    other entries onto it: nobody already on the canary is moved back.
+    """
+    total = sum(entry.weight or 0.0 for entry in entries)
+    edge = point * total
+    reached = 0.0
+    for entry in entries:
+        reached += entry.weight or 0.0
+        if edge < reached:
+            return entry
+    return next(entry for entry in reversed(entries) if entry.weight)
+
+
+def select_adapter(config: RouterConfig, classification: Classification | None, policy: TenantPolicy = TenantPolicy(),
+                   sticky_key: str | None = None) -> Decision:
     """Category -> its best allowed `model_scores` entry -> adapter (or base model).
 
     A classifier that names the adapter or model itself (an MCP server) offers a single entry,
     which must be declared in `model_config`. Either way the tenant's allow-list filters entries
     before scoring, so a tenant can never reach an adapter outside its list; when nothing is left
-    the request falls back.
+    the request falls back. Entries with a `weight` split the category's traffic among themselves,
+    by the caller's `sticky_key` (a hash of its key or user id); entries without one are used only
+    when no weighted entry is allowed.
     """
     if classification is None or classification.category is None:
         reason = classification.reason if classification and classification.reason else "no_match"
@@ -159,9 +194,14 @@ def select_adapter(config: RouterConfig, classification: Classification | None, 
     else:
         candidates = category.model_scores
     allowed = [entry for entry in candidates if policy.allows(entry)]
-    if not allowed:
+    weighted = [entry for entry in allowed if entry.weight]
+    unweighted = [entry for entry in allowed if entry.weight is None]
+    if weighted:
+        entry = choose_weighted(weighted, split_point(classification.category, sticky_key))
+    elif unweighted:
+        entry = max(unweighted, key=lambda e: e.score)
+    else:
         return fallback_decision(config, "adapter_not_allowed", classification)
-    entry = max(allowed, key=lambda e: e.score)
     use_reasoning = entry.use_reasoning if classification.use_reasoning is None else classification.use_reasoning
     prompt_enabled = category.system_prompt_enabled if category else True
     return Decision(
@@ -180,6 +220,7 @@ def select_adapter(config: RouterConfig, classification: Classification | None, 
         system_prompt_mode=category.system_prompt_mode if category else "replace",
         matched_keywords=classification.matched_keywords,
         truncated=classification.truncated,
+        variant=entry.target if weighted else None,
     )
 
 

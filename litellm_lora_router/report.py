@@ -65,6 +65,8 @@ def _all_headers(routed: Routed) -> dict[str, str]:
         headers["x-lora-router-cache"] = routed.cache
     if d.truncated:
         headers["x-lora-router-truncated"] = "true"
+    if d.variant is not None:
+        headers["x-lora-router-variant"] = d.variant
     return headers
 
 
@@ -81,6 +83,7 @@ def spend_logs_metadata(routed: Routed) -> dict[str, Any]:
         "lora_router_time_ms": round(routed.elapsed_ms, 2),
         "lora_router_cache": routed.cache,
         "lora_router_truncated": d.truncated,
+        "lora_router_variant": d.variant,
     }
 
 
@@ -92,6 +95,8 @@ def decision_tags(routed: Routed) -> list[str]:
         tags.append(f"lora-category:{d.category}")
     if d.reason is not None:
         tags.append(f"lora-fallback:{d.reason}")
+    if d.variant is not None:
+        tags.append(f"lora-variant:{d.variant}")
     return tags
 
 
@@ -113,6 +118,7 @@ def audit_line(routed: Routed) -> str:
             "truncated": d.truncated,
             "time_ms": round(routed.elapsed_ms, 3),
             "cache": routed.cache,
+            "variant": d.variant,
         },
         sort_keys=True,
     )

@@ -17,6 +17,9 @@ class Caller:
     tenant: str | None = None
     user: str | None = None
     key_metadata: Mapping[str, Any] = field(default_factory=dict)
+    # Stable and opaque (a hash of the user id, else of the key) for sticky traffic splits; never
+    # sent to a classifier, never part of a cache key.
+    sticky_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, team_id: str | None, key_alias: str | None, user: str | None, key_metadata: Any,
