@@ -25,8 +25,10 @@ class MicroBatcher(Generic[T]):
     """Runs `fn(texts) -> results` for batches of submitted texts on one worker thread."""
 
     def __init__(self, fn: Callable[[Sequence[str]], Sequence[T]], name: str, window_s: float = 0.002,
-                 max_batch: int = 32, max_queue: int = 512, enabled: bool = True) -> None:
+                 max_batch: int = 32, max_queue: int = 512, enabled: bool = True,
+                 on_batch: Callable[[int, int], None] | None = None) -> None:
         self._fn = fn
+        self._on_batch = on_batch  # (batch size, texts still waiting), for metrics
         self._name = name
         self._window_s = window_s
         self._max_batch = max_batch if enabled else 1
@@ -54,6 +56,8 @@ class MicroBatcher(Generic[T]):
         (counted until the thread is done with it, even when the caller gave up)."""
         if len(self._backlog) >= self._max_queue:
             raise ClassifierError(self._name, "inference queue is full")
+        if self._on_batch is not None:
+            self._on_batch(1, len(self._backlog))
         job = self._executor.submit(self._fn, [text])
         self._backlog.add(job)
         job.add_done_callback(self._backlog.discard)
@@ -86,6 +90,8 @@ class MicroBatcher(Generic[T]):
             if not live:
                 continue
             self.batches += 1
+            if self._on_batch is not None:
+                self._on_batch(len(live), queue.qsize())
             try:
                 results = await loop.run_in_executor(self._executor, self._fn, [text for text, _ in live])
             except Exception as exc:

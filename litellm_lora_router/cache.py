@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import secrets
+import time
 import unicodedata
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from .breaker import CircuitBreaker
 from .classifiers.base import Classification
 from .config import CacheConfig, RouterConfig
 from .errors import CacheUnavailable
+from .telemetry import NullTelemetry, Telemetry
 
 __all__ = ["SECRET_ENV", "CacheStats", "ClassificationCache", "ClassificationCodec", "cache_key"]
 
@@ -146,8 +148,10 @@ Result = tuple[Classification | None, str | None, str]
 class ClassificationCache:
     """get-or-classify with a local TTL-LRU, Redis, single flight and a circuit breaker."""
 
-    def __init__(self, config: CacheConfig, redis_client: Any | None, codec: ClassificationCodec) -> None:
+    def __init__(self, config: CacheConfig, redis_client: Any | None, codec: ClassificationCodec,
+                 telemetry: Telemetry | None = None) -> None:
         self.config = config
+        self._telemetry = telemetry or NullTelemetry()
         self._local: TTLCache[str, Classification] | None = (
             TTLCache(maxsize=config.local_max_entries, ttl=config.ttl_seconds) if config.local_max_entries else None
         )
@@ -157,8 +161,13 @@ class ClassificationCache:
         self._inflight: dict[str, asyncio.Future[Result]] = {}
         self.stats = CacheStats(breaker=CircuitBreaker(config.breaker_failures, config.breaker_reset_seconds))
 
+    @property
+    def uses_redis(self) -> bool:
+        return self._redis is not None
+
     @classmethod
-    def from_config(cls, config: CacheConfig, codec: ClassificationCodec) -> ClassificationCache:
+    def from_config(cls, config: CacheConfig, codec: ClassificationCodec,
+                    telemetry: Telemetry | None = None) -> ClassificationCache:
         url = config.redis_url or os.environ.get("REDIS_URL")
         client = None
         if url:
@@ -174,7 +183,7 @@ class ClassificationCache:
                 retry=Retry(NoBackoff(), 0), retry_on_timeout=False, health_check_interval=0,
             )
             client = aioredis.Redis(connection_pool=pool)
-        return cls(config, client, codec)
+        return cls(config, client, codec, telemetry)
 
     def key(self, fingerprint: str, text: str, scope: str | None = None) -> str:
         return cache_key(self.config.key_prefix, fingerprint, text, scope, self._secret)
@@ -225,10 +234,11 @@ class ClassificationCache:
         if self._local is not None:
             self._local[key] = classification
 
-    async def _call(self, operation: Callable[[], Awaitable[Any]]) -> Any:
+    async def _call(self, name: str, operation: Callable[[], Awaitable[Any]]) -> Any:
         breaker = self.stats.breaker
         if self._redis is None or not breaker.allow():
             raise CacheUnavailable("redis skipped")
+        started = time.perf_counter()
         try:
             result = await asyncio.wait_for(operation(), self.config.timeout_seconds)
         except Exception as exc:
@@ -238,13 +248,15 @@ class ClassificationCache:
             if breaker.state != before:
                 logger.warning("classification cache: redis unavailable (%s); circuit breaker %s", type(exc).__name__, breaker.state)
             raise CacheUnavailable(type(exc).__name__) from exc
+        finally:
+            self._telemetry.cache_operation("redis", name, time.perf_counter() - started)
         if breaker.state != "closed":
             logger.info("classification cache: redis is back; circuit breaker closed")
         breaker.record_success()
         return result
 
     async def _redis_get(self, key: str) -> Classification | None:
-        value = await self._call(lambda: self._redis.get(key))  # type: ignore[union-attr]
+        value = await self._call("get", lambda: self._redis.get(key))  # type: ignore[union-attr]
         if value is None:
             return None
         decoded = self._codec.decode(value)
@@ -257,7 +269,7 @@ class ClassificationCache:
         if value is None:
             return
         ttl_ms = int(self.config.ttl_seconds * 1000)
-        await self._call(lambda: self._redis.set(key, value, px=ttl_ms))  # type: ignore[union-attr]
+        await self._call("set", lambda: self._redis.set(key, value, px=ttl_ms))  # type: ignore[union-attr]
 
     async def aclose(self) -> None:
         if self._redis is not None:

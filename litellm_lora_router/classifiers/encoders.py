@@ -21,6 +21,7 @@ from cachetools import LRUCache
 from ..batching import MicroBatcher
 from ..config import EncoderConfig
 from ..errors import ClassifierError
+from ..telemetry import NullTelemetry, Telemetry
 
 __all__ = [
     "CHARS_PER_TOKEN_BOUND", "ENCODER_ID", "Encoded", "Encoder", "EncodingService", "OnnxEncoder", "TorchEncoder",
@@ -183,10 +184,11 @@ class EncodingService:
     """One encoder behind a micro-batcher; recent texts are remembered so that every method that
     needs the vector of the same query gets it from one pass."""
 
-    def __init__(self, encoder: Encoder, config: EncoderConfig) -> None:
+    def __init__(self, encoder: Encoder, config: EncoderConfig, telemetry: Telemetry | None = None) -> None:
         self.encoder = encoder
         self._batcher: MicroBatcher[Encoded] = MicroBatcher(
-            encoder.encode, "encoder", config.batch_window_ms / 1000, config.max_batch, config.max_queue, config.batching
+            encoder.encode, "encoder", config.batch_window_ms / 1000, config.max_batch, config.max_queue,
+            config.batching, on_batch=(telemetry or NullTelemetry()).encoder_batch,
         )
         # keyed by a digest, never the text: at most RECENT_ENTRIES vectors (about 1.6 KB each)
         self._recent: LRUCache[bytes, asyncio.Future[Encoded]] = LRUCache(maxsize=RECENT_ENTRIES)
