@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import sys
 import tempfile
@@ -18,11 +19,12 @@ from typing import Any
 import httpx
 import yaml
 
+from .adapters import AdapterRegistry, VllmServer, servers_from_endpoints
 from .config import RouterConfig, load_config
 from .errors import ConfigError
 from .router import LoraRouter
 
-__all__ = ["check_litellm_config", "direct_access_warnings", "main"]
+__all__ = ["check_litellm_config", "direct_access_warnings", "main", "probe_adapters", "servers_from_litellm_config"]
 
 DEMO_QUERIES = (
     "Explain async/await in JavaScript",
@@ -61,6 +63,9 @@ def check_litellm_config(config: RouterConfig, litellm_path: Path) -> list[str]:
     names = {e.get("model_name") for e in entries if isinstance(e, dict)}
     needed = [(f"model_config.*.loras ({a})", a) for a in sorted(config.adapter_names)]
     needed += [("default_model", config.default_model), ("auto_model_name", config.auto_model_name)]
+    if config.lora_router.adapter_discovery:  # an adapter that is not loaded is served by its base model
+        needed += [(f"model_config.{base} (serves its adapters' requests when one is not loaded)", base)
+                   for base, model in config.models.items() if model.loras and base != config.default_model]
     for where, name in needed:
         if name not in names:
             hint = " (the base model, so keys can be granted it)" if where == "auto_model_name" else ""
@@ -100,21 +105,84 @@ def direct_access_warnings(config: RouterConfig, litellm_path: Path) -> list[str
     return warnings
 
 
+def _env_value(value: Any) -> str | None:
+    """LiteLLM's `os.environ/NAME` indirection, resolved as the proxy resolves it."""
+    if isinstance(value, str) and value.startswith("os.environ/"):
+        return os.environ.get(value.removeprefix("os.environ/"))
+    return value if isinstance(value, str) else None
+
+
+def servers_from_litellm_config(litellm_path: Path) -> dict[str, list[VllmServer]]:
+    """Model name -> the `api_base`s its `model_list` entries send it to."""
+    _, entries, _ = _litellm_model_list(litellm_path)
+    servers: dict[str, list[VllmServer]] = {}
+    for entry in entries:
+        params = entry.get("litellm_params") if isinstance(entry, dict) else None
+        api_base = _env_value(params.get("api_base")) if isinstance(params, dict) else None
+        if api_base and isinstance(entry.get("model_name"), str):
+            server = VllmServer(api_base, _env_value(params.get("api_key")))  # type: ignore[union-attr]
+            if server not in servers.setdefault(entry["model_name"], []):
+                servers[entry["model_name"]].append(server)
+    return servers
+
+
+async def probe_adapters(
+    config: RouterConfig, servers: dict[str, list[VllmServer]], where: str
+) -> tuple[list[str], list[str]]:
+    """(problems, notes): unreachable servers and declared adapters they lack, as `check` prints them."""
+    registry = AdapterRegistry(config, lambda: servers)
+    try:
+        await registry.refresh()
+    finally:
+        await registry.aclose()
+    problems: list[str] = []
+    notes: list[str] = []
+    for server in {s.api_base: s for found in registry.servers.values() for s in found}.values():
+        state = registry.states[server.api_base]
+        if not state.reachable:
+            sent = sorted(name for name, found in registry.servers.items() if server in found)
+            what = "is unreachable" if state.conclusive else "gave no usable answer to GET /v1/models"
+            problems.append(f"{where}: vLLM server {server.display} {what} ({state.error}); "
+                            f"adapters sent there: {', '.join(sent)}")
+    for name, lacking in sorted(registry.missing().items()):
+        declared = config.adapter(name)
+        path = declared.path if declared is not None else None
+        for server in lacking:
+            if path and config.lora_router.load_missing_adapters:
+                notes.append(f"{where}: adapter {name!r} is not loaded on {server.display}; "
+                             f"it will be loaded on first use from {path!r}")
+            else:
+                loaded = sorted(registry.states[server.api_base].adapters)
+                why = "no path to load it from" if not path else "lora_router.load_missing_adapters is off"
+                problems.append(f"{where}: adapter {name!r} (model_config.{config.base_model_of(name)}.loras) is not "
+                                f"loaded on {server.display} ({why}); it serves: {', '.join(loaded) or 'no adapters'}")
+    return problems, notes
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    problems, warnings = [], []
+    problems, warnings, notes = [], [], []
     if args.litellm_config:
         problems = check_litellm_config(config, Path(args.litellm_config))
         warnings = direct_access_warnings(config, Path(args.litellm_config))
+    if args.probe:
+        where = args.litellm_config or args.config
+        servers = (servers_from_litellm_config(Path(args.litellm_config)) if args.litellm_config
+                   else servers_from_endpoints(config))
+        found, notes = asyncio.run(probe_adapters(config, servers, where))
+        problems += found
     for line in [*problems, *(f"warning: {w}" for w in warnings)]:
         print(line, file=sys.stderr)
+    for note in notes:
+        print(note)
     if problems:
         return 1
-    print(f"{args.config}: OK ({len(config.categories)} categories, {len(config.adapter_names)} adapters)")
+    probed = ", every declared adapter loaded or loadable" if args.probe else ""
+    print(f"{args.config}: OK ({len(config.categories)} categories, {len(config.adapter_names)} adapters{probed})")
     return 0
 
 
@@ -243,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate router_config.yaml (and cross-check litellm_config.yaml)")
     check.add_argument("--config", default="router_config.yaml")
     check.add_argument("--litellm-config", default=None)
+    check.add_argument("--probe", action="store_true",
+                       help="ask each vLLM server (GET /v1/models) which declared adapters it lacks")
     check.set_defaults(func=cmd_check)
 
     classify = sub.add_parser("classify", help="print the routing decision for a text as JSON")

@@ -3,10 +3,12 @@
 It answers the way vLLM's OpenAI server does for LoRA: `/v1/chat/completions`, `/v1/completions`
 and `/v1/responses` (each streaming too) take an adapter's name as `model`; `/v1/models` lists the
 base model and each adapter with its `parent`; an unknown model gets vLLM's 404 body; adapters can be
-loaded and unloaded at run time. It records every request body it receives, so tests assert what
-vLLM would really have seen (`GET /_devserver/requests`: the bodies; `GET /_devserver/calls`: path
-and body; both cleared by `DELETE /_devserver/requests`). `POST /_devserver/faults` makes a model
-answer with an error status or stall, to exercise LiteLLM's fallbacks.
+loaded and unloaded at run time (taking `--load-latency` seconds, as a real load takes time). It
+records every request body it receives, so tests assert what vLLM would really have seen (`GET
+/_devserver/requests`: the bodies; `GET /_devserver/calls`: path and body; both cleared by `DELETE
+/_devserver/requests`; load and unload calls at `GET /_devserver/lora_requests`). `POST
+/_devserver/faults` makes a model answer with an error status or stall, to exercise LiteLLM's
+fallbacks.
 
     python -m litellm_lora_router.devserver --served-model-name llama2-7b \\
         --lora-modules technical-lora=/adapters/technical medical-lora=/adapters/medical --port 8000
@@ -50,6 +52,8 @@ class StandInState:
     paths: list[str] = field(default_factory=list)
     created: int = field(default_factory=lambda: int(time.time()))
     latency_s: float = 0.0
+    load_latency_s: float = 0.0
+    lora_requests: list[dict[str, Any]] = field(default_factory=list)  # load/unload calls, in order
     faults: dict[str, Fault] = field(default_factory=dict)  # model -> injected failure
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
@@ -325,18 +329,22 @@ def create_app(state: StandInState) -> FastAPI:
     @app.post("/v1/load_lora_adapter", response_model=None)
     async def load_lora_adapter(request: Request) -> Response:
         body = await request.json()
+        state.lora_requests.append({"action": "load", **body})
         name, path = body.get("lora_name"), body.get("lora_path")
         if not name or not path:
             return error_response("Both 'lora_name' and 'lora_path' must be provided.", "InvalidUserInput", 400)
         async with state.lock(name):
             if name in state.adapters:
                 return error_response(f"The lora adapter '{name}' has already been loaded.", "InvalidUserInput", 400)
+            if state.load_latency_s:
+                await asyncio.sleep(state.load_latency_s)
             state.adapters[name] = path
         return PlainTextResponse(f"Success: LoRA adapter '{name}' added successfully.")
 
     @app.post("/v1/unload_lora_adapter", response_model=None)
     async def unload_lora_adapter(request: Request) -> Response:
         body = await request.json()
+        state.lora_requests.append({"action": "unload", **body})
         name = body.get("lora_name")
         async with state.lock(str(name)):
             if name not in state.adapters:
@@ -347,6 +355,10 @@ def create_app(state: StandInState) -> FastAPI:
     @app.get("/_devserver/requests")
     async def recorded() -> list[dict[str, Any]]:
         return state.requests
+
+    @app.get("/_devserver/lora_requests")
+    async def recorded_lora_requests() -> list[dict[str, Any]]:
+        return state.lora_requests
 
     @app.get("/_devserver/calls")
     async def calls() -> list[dict[str, Any]]:
@@ -409,12 +421,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds to wait before answering")
+    parser.add_argument("--load-latency", type=float, default=0.0, help="seconds a runtime adapter load takes")
     args = parser.parse_args(argv)
     state = StandInState(
         base_model=args.served_model_name or args.model,
         base_root=args.model,
         adapters=parse_lora_modules(args.lora_modules),
         latency_s=args.latency,
+        load_latency_s=args.load_latency,
     )
     uvicorn.run(create_app(state), host=args.host, port=args.port, log_level="warning")
 

@@ -99,13 +99,14 @@ def start_service(
 
 
 def start_standin(
-    log_dir: Path, base_model: str = "llama2-7b", adapters: Sequence[str] = ("technical-lora", "medical-lora", "legal-lora")
+    log_dir: Path, base_model: str = "llama2-7b", adapters: Sequence[str] = ("technical-lora", "medical-lora", "legal-lora"),
+    extra_args: Sequence[str] = (),
 ) -> Service:
     """The vLLM stand-in serving `base_model` plus the named adapters."""
     port = free_port()
     command = [
         sys.executable, "-m", "litellm_lora_router.devserver", base_model, "--enable-lora", "--port", str(port),
-        "--lora-modules", *(f"{name}=/adapters/{name}" for name in adapters),
+        *extra_args, "--lora-modules", *(f"{name}=/adapters/{name}" for name in adapters),
     ]
     url = f"http://127.0.0.1:{port}"
     return start_service(f"vllm-standin-{port}", command, url, http_ready(url + "/health"), log_dir)

@@ -62,3 +62,18 @@ def test_check_warns_where_keys_reach_adapters_around_the_plugin(tmp_path: Path,
     assert "model_list[5]: model_name 'tech' reaches adapter 'technical-lora' under another name" in warnings[0]
     assert "model_list[6]: wildcard 'vllm/*'" in warnings[1]
     assert "router_settings.fallbacks: 'MoM' falls back to adapter 'legal-lora'" in warnings[2]
+
+
+def test_check_requires_the_base_model_of_adapters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An adapter that is not loaded is served by its base model, so LiteLLM must know that one too."""
+    from .test_decision_rewrite import QWEN
+
+    router = tmp_path / "router_config.yaml"
+    router.write_text(yaml.safe_dump(QWEN))
+    litellm = tmp_path / "litellm_config.yaml"
+    names = ["MoM", "qwen3-8b", "code-lora", "math-lora", "law-lora"]
+    litellm.write_text(yaml.safe_dump({"model_list": [{"model_name": n, "litellm_params": {"model": f"hosted_vllm/{n}"}}
+                                                      for n in names]}))
+    assert main(["check", "--config", str(router), "--litellm-config", str(litellm)]) == 1
+    assert ("expected a model_name 'gpt-oss-20b' for model_config.gpt-oss-20b (serves its adapters' requests when "
+            "one is not loaded)") in capsys.readouterr().err
