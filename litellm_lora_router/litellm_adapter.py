@@ -17,7 +17,9 @@ Use it either way in `litellm_config.yaml`:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+import hashlib
 import logging
 import os
 from typing import Any
@@ -27,13 +29,18 @@ from litellm.integrations.custom_guardrail import CustomGuardrail
 from litellm.proxy._types import ProxyErrorTypes, ProxyException, UserAPIKeyAuth
 from litellm.types.guardrails import GuardrailEventHooks
 
+from .adapters import VllmServer
 from .classifiers.base import Caller
+from .config import RouterConfig
 from .decision import TenantPolicy, fallback_decision
 from .errors import RequestShapeError
 from .formats import ApiFormat, check_shape
+from .metrics import RouterMetrics, process_metrics, serve_metrics
+from .reload import ConfigReloader
 from .report import audit_line, decision_headers, decision_tags, served_model_headers, spend_logs_metadata
 from .rewrite import rewrite_request
 from .router import LoraRouter, Routed
+from .tracing import route_span
 
 __all__ = ["DecisionHeaders", "LoraRouterHook", "proxy_handler_instance"]  # noqa: F822 (built lazily by __getattr__)
 
@@ -44,7 +51,7 @@ audit_logger = logging.getLogger("litellm_lora_router.audit")
 HEADERS_KEY = "lora_router_headers"
 #: Spend-log fields and (with `decision_tags`) tags the plugin writes; a client's own are dropped.
 SPEND_FIELD_PREFIX = "lora_router_"
-TAG_PREFIXES = ("lora:", "lora-method:", "lora-category:", "lora-fallback:")
+TAG_PREFIXES = ("lora:", "lora-method:", "lora-category:", "lora-fallback:", "lora-variant:")
 CONFIG_ENV = "LORA_ROUTER_CONFIG"
 #: LiteLLM call types (1.108.7 `CallTypes`) that carry a prompt for a chat model, and their request
 #: format. The proxy passes `acompletion` (/v1/chat/completions), `atext_completion`
@@ -83,7 +90,14 @@ class LoraRouterHook(CustomGuardrail):
     ) -> None:
         super().__init__(guardrail_name=guardrail_name, event_hook=event_hook, default_on=default_on, **kwargs)
         _ensure_audit_handler()
-        self.router = router or LoraRouter.from_config(router_config_path or os.environ.get(CONFIG_ENV, "router_config.yaml"))
+        self.metrics: RouterMetrics = process_metrics()
+        path = router_config_path or os.environ.get(CONFIG_ENV, "router_config.yaml")
+        self.router = router or self._build(path)
+        # a router handed in (tests) is not reloaded; one built from a file follows that path (not
+        # the file it resolves to: a ConfigMap update swaps the symlink in between)
+        self.reloader = None if router is not None else ConfigReloader(
+            path, self, self._build, self.metrics, self.router.config.lora_router.reload_debounce_seconds)
+        self._metrics_server: Any = None
         self._warned: TTLCache[str, bool] = TTLCache(maxsize=1024, ttl=600)
         self._lifetime: asyncio.Task[None] | None = None
         try:
@@ -91,33 +105,53 @@ class LoraRouterHook(CustomGuardrail):
         except RuntimeError:  # no loop yet: classifiers connect on first use
             pass
 
+    def _build(self, config: RouterConfig | str) -> LoraRouter:
+        return LoraRouter.from_config(config, telemetry=self.metrics, servers=_litellm_vllm_servers)
+
     async def _live(self) -> None:
-        """Connect at start-up; close the router (sessions, threads, Redis pool) when the proxy's
-        event loop shuts down, which cancels this task."""
+        """Connect (classifiers, vLLM probes), serve metrics and follow the config file at
+        start-up; close everything when the proxy's event loop shuts down, which cancels this task."""
         try:
+            options = self.router.config.lora_router
             await self.router.start()
+            self.metrics.config_loaded(self.router.fingerprint)
+            if options.metrics_port is not None:
+                self._metrics_server = serve_metrics(options.metrics_port, options.metrics_host)
+            if self.reloader is not None:
+                self.reloader.start(watch=options.watch_config)
             await asyncio.Event().wait()
         finally:
-            await self.router.aclose()
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop following the config, stop serving metrics, close the router in use."""
+        if self.reloader is not None:
+            await self.reloader.aclose()
+        if self._metrics_server is not None:
+            await asyncio.to_thread(self._metrics_server.shutdown)
+            self._metrics_server.server_close()
+            self._metrics_server = None
+        await self.router.aclose()
 
     async def async_pre_call_hook(
         self, user_api_key_dict: UserAPIKeyAuth, cache: Any, data: dict[str, Any], call_type: str
     ) -> dict[str, Any] | None:
-        options = self.router.config.lora_router
+        router = self.router  # a reload swaps self.router; this request stays on the one it began with
+        options = router.config.lora_router
         key = metadata_key(data)
         if isinstance(data.get(key), dict):
             data[key] = _without_plugin_fields(data[key], options.decision_tags)
         model = data.get("model")
         api_format = CALL_TYPE_FORMATS.get(str(getattr(call_type, "value", call_type)))
-        routed_request = api_format is not None and self.router.is_auto_model(model)
-        if not routed_request and model not in self.router.config.adapter_names:
+        routed_request = api_format is not None and router.is_auto_model(model)
+        if not routed_request and model not in router.config.adapter_names:
             return None
-        policy = self._policy(user_api_key_dict)
+        policy = self._policy(router, user_api_key_dict)
         if not routed_request:
             if not policy.allows_adapter(str(model)):
                 raise ProxyException(
                     message=f"This key may not call the adapter `{model}` directly: it is outside the key's or "
-                    f"team's lora_router.allowed_adapters. Ask for `{self.router.config.auto_model_name}` instead.",
+                    f"team's lora_router.allowed_adapters. Ask for `{router.config.auto_model_name}` instead.",
                     type=ProxyErrorTypes.key_model_access_denied, param="model", code=403)
             return None
         assert api_format is not None
@@ -126,13 +160,17 @@ class LoraRouterHook(CustomGuardrail):
         except RequestShapeError as exc:  # the caller's error: a 400 naming the field, before routing
             raise ProxyException(str(exc), "invalid_request_error", exc.param, 400) from exc
         try:
-            routed = await self.router.route(data, policy, self._caller(user_api_key_dict), api_format)
+            with route_span(user_api_key_dict.parent_otel_span) as record_span:
+                routed = await router.route(data, policy, _caller(router, user_api_key_dict), api_format)
+                record_span(routed)
             rewritten = rewrite_request(data, routed.decision, api_format, options.reasoning_precedence)
         except Exception as exc:  # the one broad handler: routing never breaks a request
             logger.exception("lora-router failed; falling back (%s)", type(exc).__name__)
-            routed = Routed(fallback_decision(self.router.config, "error"), 0.0, type(exc).__name__)
+            routed = Routed(fallback_decision(router.config, "error"), 0.0, type(exc).__name__)
             rewritten = rewrite_request(data, routed.decision, api_format)
         rewritten[key] = _with_decision(data.get(key), routed, options.response_headers, options.decision_tags)
+        self.metrics.observe_routed(routed, str(model), router.config)
+        self.metrics.dependency_states(router.dependency_states())
         if options.audit_log:
             audit_logger.info(audit_line(routed))
         return rewritten
@@ -150,11 +188,11 @@ class LoraRouterHook(CustomGuardrail):
             return None
         return {**headers, **served_model_headers(headers, _served_model_group(response))}
 
-    def _policy(self, auth: UserAPIKeyAuth) -> TenantPolicy:
+    def _policy(self, router: LoraRouter, auth: UserAPIKeyAuth) -> TenantPolicy:
         """The key's and team's policy; what is malformed is logged (once in a while), naming the
         key or team, never its metadata."""
         key_name = f"key {auth.key_alias!r}" if auth.key_alias else f"key with token hash {str(auth.token)[:12]}..."
-        policy = TenantPolicy.from_metadata(auth.metadata, auth.team_metadata, self.router.config.adapter_names,
+        policy = TenantPolicy.from_metadata(auth.metadata, auth.team_metadata, router.config.adapter_names,
                                             key_name=key_name, team_name=f"team {auth.team_id!r}")
         for problem in policy.problems:
             if problem not in self._warned:
@@ -162,10 +200,40 @@ class LoraRouterHook(CustomGuardrail):
                 logger.warning("lora-router: malformed metadata of %s", problem)
         return policy
 
-    def _caller(self, auth: UserAPIKeyAuth) -> Caller:
-        """The MCP classifier's `context`: the tenant is `team:<id>`, else `key:<alias>`."""
-        return self.router.caller(team_id=auth.team_id, key_alias=auth.key_alias, user=auth.user_id,
-                                  key_metadata=auth.metadata)
+
+def _caller(router: LoraRouter, auth: UserAPIKeyAuth) -> Caller:
+    """The MCP classifier's `context`: the tenant is `team:<id>`, else `key:<alias>`. Traffic splits
+    stick to the user id, else to the key (its hash, as LiteLLM stores it)."""
+    caller = router.caller(team_id=auth.team_id, key_alias=auth.key_alias, user=auth.user_id,
+                           key_metadata=auth.metadata)
+    identity = f"user:{auth.user_id}" if auth.user_id else f"key:{auth.token or auth.api_key or ''}"
+    return dataclasses.replace(caller, sticky_key=hashlib.sha256(identity.encode()).hexdigest())
+
+
+def _litellm_vllm_servers() -> dict[str, list[VllmServer]]:
+    """Model name -> the `api_base`s of LiteLLM's deployments for it (read from the proxy's
+    router, the one place LiteLLM keeps its model list; empty before the proxy has one)."""
+    from litellm.proxy import proxy_server
+
+    llm_router = getattr(proxy_server, "llm_router", None)
+    if llm_router is None:
+        return {}
+    try:
+        deployments = list(llm_router.get_model_list() or [])
+    except (AttributeError, TypeError, ValueError) as exc:  # a LiteLLM release that changed its router
+        logger.warning("cannot read LiteLLM's deployments (%s); adapter checks are off", type(exc).__name__)
+        return {}
+    servers: dict[str, list[VllmServer]] = {}
+    for deployment in deployments:
+        params = deployment.get("litellm_params") or {}
+        name, api_base, api_key = deployment.get("model_name"), params.get("api_base"), params.get("api_key")
+        if api_base is None and str(params.get("model", "")).startswith("hosted_vllm/"):  # LiteLLM's defaults
+            api_base, api_key = os.environ.get("HOSTED_VLLM_API_BASE"), api_key or os.environ.get("HOSTED_VLLM_API_KEY")
+        if isinstance(name, str) and isinstance(api_base, str):
+            server = VllmServer(api_base, api_key if isinstance(api_key, str) else None)
+            if server not in servers.setdefault(name, []):
+                servers[name].append(server)
+    return servers
 
 
 def metadata_key(data: dict[str, Any]) -> str:

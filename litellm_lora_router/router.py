@@ -7,6 +7,7 @@ become a fallback `Decision` whose `reason` says what happened.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -16,14 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .adapters import AdapterRegistry, ServerSource
 from .cache import ClassificationCache, ClassificationCodec
 from .classifiers.base import Caller, Classification, Classifier
 from .classifiers.keyword import KeywordClassifier
 from .config import CategoryModelConfig, RouterConfig, load_config
-from .decision import Decision, TenantPolicy, fallback_decision, select_adapter
+from .decision import Decision, TenantPolicy, fallback_decision, select_adapter, without_adapter
 from .errors import ConfigError, ConfigIssue
 from .formats import ApiFormat, person_turns
 from .messages import classified_text
+from .telemetry import NullTelemetry, Telemetry
 
 __all__ = ["LoraRouter", "Routed"]
 
@@ -44,23 +47,34 @@ class LoraRouter:
     """Holds the config and the classifiers built from it; one instance per proxy process."""
 
     def __init__(self, config: RouterConfig, classifiers: Sequence[Classifier],
-                 cache: ClassificationCache | None = None, model_files: Sequence[Path] = ()) -> None:
+                 cache: ClassificationCache | None = None, model_files: Sequence[Path] = (),
+                 telemetry: Telemetry | None = None, adapters: AdapterRegistry | None = None) -> None:
         self.config = config
         self.classifiers = tuple(classifiers)
         self.cache = cache
+        self.telemetry = telemetry or NullTelemetry()
+        self.adapters = adapters
+        self._in_flight = 0
+        self._idle: asyncio.Event | None = None
         # cache keys change with the config and with the content of the model files it uses, so
         # retraining (same paths, new weights) never serves a decision of the old model
         self.fingerprint = hashlib.sha256(f"{config.fingerprint()}:{files_digest(model_files)}".encode()).hexdigest()
 
     @classmethod
-    def from_config(cls, config: RouterConfig | str | Path) -> LoraRouter:
-        """Build the classifiers the config asks for, in `lora_router.classification_order`."""
+    def from_config(cls, config: RouterConfig | str | Path, telemetry: Telemetry | None = None,
+                    servers: ServerSource | None = None) -> LoraRouter:
+        """Build the classifiers the config asks for, in `lora_router.classification_order`.
+
+        `servers` tells where LiteLLM sends each adapter; with it (and `adapter_discovery` on) the
+        router checks that a chosen adapter is loaded there.
+        """
         if not isinstance(config, RouterConfig):
             config = load_config(config)
+        telemetry = telemetry or NullTelemetry()
         available: dict[str, Classifier] = {}
         if config.keyword_rules:
             available["keyword"] = KeywordClassifier(config.keyword_rules)
-        encoding = _SharedEncoding(config)
+        encoding = _SharedEncoding(config, telemetry)
         if config.embedding_rules:
             from .classifiers.embedding import EmbeddingClassifier
 
@@ -81,9 +95,13 @@ class LoraRouter:
             available["mcp"] = McpClassifier(mcp, cwd, prompts, budget_seconds=budget)
         ordered = [available[m] for m in config.lora_router.classification_order if m in available]
         model_files = [*_domain_files(config), *encoding.files()]
-        cache = (ClassificationCache.from_config(config.classification_cache, ClassificationCodec.for_config(config))
+        cache = (ClassificationCache.from_config(config.classification_cache, ClassificationCodec.for_config(config),
+                                                 telemetry)
                  if config.classification_cache.enabled else None)
-        return cls(config, ordered, cache, model_files)
+        adapters = None
+        if servers is not None and config.lora_router.adapter_discovery:
+            adapters = AdapterRegistry(config, servers, telemetry)
+        return cls(config, ordered, cache, model_files, telemetry, adapters)
 
     def caller(self, team_id: str | None, key_alias: str | None, user: str | None, key_metadata: Any) -> Caller:
         """Who is asking, with only the key metadata the config lets classifiers see."""
@@ -103,12 +121,34 @@ class LoraRouter:
                     await connect()
                 except Exception as exc:  # routing falls back until the server answers
                     logger.warning("%s classifier could not connect at start-up: %s", classifier.method, exc)
+        if self.adapters is not None:
+            await self.adapters.start()
 
     async def aclose(self) -> None:
-        for resource in (*self.classifiers, self.cache):
+        for resource in (*self.classifiers, self.cache, self.adapters):
             close = getattr(resource, "aclose", None)
             if close is not None:
                 await close()
+
+    async def aclose_when_idle(self, timeout_s: float) -> None:
+        """Close once the requests being routed have finished (at most `timeout_s` from now): a
+        router swapped out by a reload lets its requests in flight finish on it."""
+        if self._in_flight:
+            self._idle = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout_s)
+        await self.aclose()
+
+    def dependency_states(self) -> dict[str, str]:
+        """Circuit-breaker state per dependency (`redis`, `mcp`): closed, half_open or open."""
+        states: dict[str, str] = {}
+        if self.cache is not None and self.cache.uses_redis:
+            states["redis"] = self.cache.stats.breaker.state
+        for classifier in self.classifiers:
+            breaker = getattr(classifier, "breaker", None)
+            if breaker is not None:
+                states[classifier.method] = breaker.state
+        return states
 
     async def classify(self, text: str, caller: Caller | None = None) -> tuple[Classification | None, str | None]:
         """The first confident result in method order, or (last no-match, error class name)."""
@@ -121,6 +161,7 @@ class LoraRouter:
             if remaining <= 0:
                 error = error or "ClassifierTimeout"
                 break
+            started = time.perf_counter()
             try:
                 [result] = await asyncio.wait_for(classifier.classify([text], caller), remaining)
             except TimeoutError:
@@ -134,6 +175,8 @@ class LoraRouter:
                 logger.warning("%s classifier failed: %s", classifier.method, type(exc).__name__)
                 error = error or type(exc).__name__
                 continue
+            finally:
+                self.telemetry.classifier_latency(classifier.method, time.perf_counter() - started)
             if result.category is not None:
                 return result, None
             last = result
@@ -147,6 +190,16 @@ class LoraRouter:
         api_format: ApiFormat = "chat",
     ) -> Routed:
         """Decide where an auto-model request of `api_format` goes. Never raises."""
+        self._in_flight += 1
+        try:
+            return await self._decide(request, policy, caller, api_format)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight and self._idle is not None:
+                self._idle.set()
+
+    async def _decide(self, request: dict[str, Any], policy: TenantPolicy | None, caller: Caller | None,
+                      api_format: ApiFormat) -> Routed:
         started = time.perf_counter()
         policy = policy or TenantPolicy()
         if not policy.enabled:
@@ -159,18 +212,26 @@ class LoraRouter:
         text = classified.text
         if not text:
             return Routed(fallback_decision(self.config, "no_text"), _ms_since(started))
-        classification, error, cache_status = await self._classify_cached(text, caller or Caller())
+        caller = caller or Caller()
+        classification, error, cache_status = await self._classify_cached(text, caller)
         if classification is not None and classification.category is not None:
-            decision = select_adapter(self.config, classification, policy)
+            decision = select_adapter(self.config, classification, policy, caller.sticky_key)
         elif error == "ClassifierTimeout":
             decision = fallback_decision(self.config, "timeout", classification)
         elif error is not None:
             decision = fallback_decision(self.config, "classifier_error", classification)
         else:
-            decision = select_adapter(self.config, classification, policy)
+            decision = select_adapter(self.config, classification, policy, caller.sticky_key)
         if classified.clipped and not decision.truncated:
             decision = dataclasses.replace(decision, truncated=True)
-        return Routed(decision, _ms_since(started), error, cache_status)
+        return Routed(await self._servable(decision), _ms_since(started), error, cache_status)
+
+    async def _servable(self, decision: Decision) -> Decision:
+        """The decision, or its base model when the chosen adapter is not loaded and cannot be."""
+        if self.adapters is None or decision.lora_name is None or decision.is_fallback:
+            return decision
+        reason = await self.adapters.ensure(decision.lora_name)
+        return decision if reason is None else without_adapter(decision, reason)
 
     async def _classify_cached(self, text: str, caller: Caller) -> tuple[Classification | None, str | None, str | None]:
         if self.cache is None:
@@ -211,8 +272,9 @@ def _domain_files(config: RouterConfig) -> list[Path]:
 class _SharedEncoding:
     """Builds the one `EncodingService` of a router on first need (torch/onnx load lazily)."""
 
-    def __init__(self, config: RouterConfig) -> None:
+    def __init__(self, config: RouterConfig, telemetry: Telemetry) -> None:
         self._config = config
+        self._telemetry = telemetry
         self._service: Any = None
 
     def __call__(self) -> Any:
@@ -222,7 +284,7 @@ class _SharedEncoding:
             model = self._config.classifier.category_model
             options = self._config.lora_router.encoder
             encoder = build_encoder(options, self._config.resolve_path, model.use_cpu if model else True)
-            self._service = EncodingService(encoder, options)
+            self._service = EncodingService(encoder, options, self._telemetry)
         return self._service
 
     def files(self) -> list[Path]:
