@@ -104,6 +104,7 @@ async def test_a_request_in_flight_finishes_on_the_old_router_which_closes_after
     path.write_text(keyword_config("legal-lora"))
     assert await reloader.reload() is True
     assert holder.router is not old and not closed
+    assert holder.router.fingerprint != old.fingerprint  # so no cached classification carries over
     assert (await holder.router.route(BODY)).decision.model == "legal-lora"
     gate.set()
     assert (await in_flight).decision.model == "medical-lora"
