@@ -69,8 +69,8 @@ class ConfigReloader:
                 config = await asyncio.to_thread(load_config, self.path)
             except LoraRouterError as exc:
                 return self._refused(current, exc)
-            if not force and config.fingerprint() == current.fingerprint:
-                return None
+            if not force and config.fingerprint() == current.config.fingerprint():
+                return None  # model files changed under an unchanged config: SIGHUP (force) reloads them
             try:
                 router = await asyncio.to_thread(self._build, config)
             except (LoraRouterError, OSError, ValueError) as exc:
