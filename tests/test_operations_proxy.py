@@ -15,7 +15,7 @@ import pytest
 import yaml
 from litellm.proxy._types import hash_token
 
-from litellm_lora_router import load_config
+from litellm_lora_router import LoraRouter, parse_config
 from litellm_lora_router.config import ModelScore
 from litellm_lora_router.decision import choose_weighted, split_point
 from litellm_lora_router.processes import Service, start_redis, start_standin
@@ -126,7 +126,9 @@ def test_litellm_metrics_endpoint_shows_routing_after_mixed_traffic(ops: tuple[P
     assert delta(after, before, "llm_cache_operation_duration_seconds_count", backend="redis", operation="set") == 3
     assert delta(after, before, "lora_router_encoder_batch_size_count") == 1
     assert value(after, "lora_router_circuit_breaker_state", dependency="redis") == 0
-    assert series(after, "lora_router_config_info") == [{"fingerprint": load_config(router_config).fingerprint()[:16]}]
+    # the router's fingerprint (config and model files), the one its cache keys carry
+    fingerprint = LoraRouter.from_config(parse_config(yaml.safe_load(router_config.read_text()))).fingerprint
+    assert series(after, "lora_router_config_info") == [{"fingerprint": fingerprint[:16]}]
     assert series(after, "litellm_proxy_total_requests_metric_total")  # LiteLLM's own metrics, same registry
     assert SECRET not in text and proxy.master_key not in text and "javascript" not in text.lower()
 
