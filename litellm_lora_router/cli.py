@@ -256,23 +256,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def shared_queries_path() -> Path | None:
-    """vLLM Semantic Router's test queries, left out of training so evaluation on them is honest."""
-    for candidate in (Path("../shared/vsr_test_queries.jsonl"), Path(__file__).resolve().parents[2] / "shared" / "vsr_test_queries.jsonl"):
-        if candidate.is_file():
-            return candidate
-    return None
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
-def ensure_default_models(models_dir: Path = Path("models")) -> list[Path]:
-    """Train the guide's default classifiers when they are missing (idempotent)."""
+def ensure_default_models(models_dir: Path = Path("models"), retrain: bool = False) -> list[Path]:
+    """Put the guide's default classifiers in place (the shipped build, the cache, or a new one)."""
     from .training import train_defaults
 
-    return train_defaults(models_dir, shared_queries_path())
+    return train_defaults(models_dir, _stderr, retrain)
 
 
 def cmd_train_defaults(args: argparse.Namespace) -> int:
-    built = ensure_default_models(Path(args.models_dir))
+    built = ensure_default_models(Path(args.models_dir), args.retrain)
     print("\n".join(f"built {p}" for p in built) or f"{args.models_dir}: already built")
     return 0
 
@@ -282,26 +278,45 @@ def cmd_train_domain(args: argparse.Namespace) -> int:
     from .training import train_domain
 
     rows = [json.loads(line) for line in Path(args.data).read_text(encoding="utf-8").splitlines() if line.strip()]
-    stats = train_domain([(r["text"], str(r["label"])) for r in rows], Path(args.out), EncoderConfig(backend=args.encoder))
+    stats = train_domain([(r["text"], str(r["label"])) for r in rows], Path(args.out), EncoderConfig(backend=args.encoder),
+                         encoders=args.encoders or ["sentence-transformers/all-MiniLM-L6-v2"])
     print(f"{args.out}: {int(stats['rows'])} rows, train accuracy {stats['train_accuracy']:.3f}")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate, format_report, load_rows
+    from .evaluation import format_report, load_rows, select_rows
 
+    try:
+        rows = [row for path in args.input for row in load_rows(Path(path))] if args.input else []
+        if args.split:
+            from .datasets import corpus_split
+
+            rows = rows or [r for part in corpus_split().values() for r in part]
+            wanted = {r["id"] for r in corpus_split()[args.split]}
+            rows = [r for r in rows if r.get("id") in wanted]
+        rows = select_rows(rows, args.where)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if not rows:
+        print(f"{' '.join(args.input) or 'the chat corpus'}: no labelled rows"
+              f"{' match ' + ' '.join(args.where) if args.where else ''}", file=sys.stderr)
+        return 1
     router = LoraRouter.from_config(args.config)  # evaluate() classifies directly, never from the cache
-
-    async def run() -> dict[str, Any]:
-        await router.start()  # connect first, as the proxy does
-        try:
-            return await evaluate(router, load_rows(Path(args.input)))
-        finally:
-            await router.aclose()
-
-    report = asyncio.run(run())
+    report = asyncio.run(_evaluate_and_close(router, rows, args.by))
     print(json.dumps(report) if args.json else format_report(report))
     return 0
+
+
+async def _evaluate_and_close(router: LoraRouter, rows: list[dict[str, Any]], by: list[str]) -> dict[str, Any]:
+    from .evaluation import evaluate
+
+    await router.start()  # connect first, as the proxy does
+    try:
+        return await evaluate(router, rows, by)
+    finally:
+        await router.aclose()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -322,18 +337,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     train_defaults = sub.add_parser("train-defaults", help="build models/mom-domain-classifier and models/mmlu-domain-classifier")
     train_defaults.add_argument("--models-dir", default="models")
+    train_defaults.add_argument("--retrain", action="store_true", help="train even when a build of the same code and data exists")
     train_defaults.set_defaults(func=cmd_train_defaults)
 
     train = sub.add_parser("train-domain", help="train a light domain classifier from {text, label} rows")
     train.add_argument("--data", required=True)
     train.add_argument("--out", required=True)
-    train.add_argument("--encoder", choices=["onnx", "torch"], default="onnx")
+    train.add_argument("--encoder", choices=["onnx", "torch"], default="onnx", help="MiniLM back-end")
+    train.add_argument("--encoders", action="append", metavar="ID",
+                       choices=["sentence-transformers/all-MiniLM-L6-v2", "universal-sentence-encoder-multilingual-3"],
+                       help="encoder(s) whose vectors, concatenated, the head reads (default: MiniLM; repeatable)")
     train.set_defaults(func=cmd_train_domain)
 
-    evaluate = sub.add_parser("eval", help="accuracy, macro-F1, confusion and latency on labelled rows")
-    evaluate.add_argument("--input", required=True)
+    evaluate = sub.add_parser("eval", help="accuracy, coverage, macro-F1, confusion and latency on labelled rows")
+    evaluate.add_argument("--input", action="append", default=[], metavar="ROWS.jsonl",
+                          help="labelled rows (`text` or `messages`, and `expected_category` or `label`); repeatable")
+    evaluate.add_argument("--split", choices=["train", "dev", "test"],
+                          help="only rows of this split of the shipped chat corpus (default input: the corpus)")
     evaluate.add_argument("--config", default="router_config.yaml")
     evaluate.add_argument("--json", action="store_true")
+    evaluate.add_argument("--by", action="append", default=[], metavar="FIELD",
+                          help="also report accuracy and coverage per value of this row field (repeatable)")
+    evaluate.add_argument("--where", action="append", default=[], metavar="FIELD=VALUE",
+                          help="evaluate only rows whose field has this value (repeatable; all must hold)")
     evaluate.set_defaults(func=cmd_eval)
 
     demo = sub.add_parser("demo", help="start the vLLM stand-in and a LiteLLM proxy, send queries, print decisions")

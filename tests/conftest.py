@@ -16,7 +16,9 @@ import pytest
 from litellm_lora_router.processes import Service, start_proxy, start_standin
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_ROUTER_CONFIG = ROOT / "router_config.yaml"
+SHIPPED_ROUTER_CONFIG = ROOT / "router_config.yaml"
+#: The guide's config plus keyword rules (the shipped one has none): what plugin tests route with.
+DEFAULT_ROUTER_CONFIG = ROOT / "tests" / "data" / "keyword_router_config.yaml"
 DEFAULT_LITELLM_CONFIG = ROOT / "litellm_config.yaml"
 
 
@@ -65,9 +67,10 @@ def new_master_key() -> str:
     return "sk-" + secrets.token_hex(16)
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def default_models() -> Path:
-    """The guide's config names models/mom-domain-classifier: build both defaults once."""
+    """The guide's config names models/mom-domain-classifier: put both defaults in place once (a copy
+    of the build the package ships, or of the cached one). Only tests that load them ask for it."""
     from litellm_lora_router.cli import ensure_default_models
 
     ensure_default_models(ROOT / "models")
@@ -80,7 +83,8 @@ def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def standin(logs_dir: Path) -> Iterator[StandIn]:
+def standin(logs_dir: Path, default_models: Path) -> Iterator[StandIn]:
+    """The vLLM stand-in; proxies started against it load the default router config, hence the models."""
     service = start_standin(logs_dir)
     yield StandIn(service)
     service.stop()

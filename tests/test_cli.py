@@ -12,6 +12,8 @@ from litellm_lora_router.cli import main
 
 from .conftest import DEFAULT_LITELLM_CONFIG, DEFAULT_ROUTER_CONFIG
 
+pytestmark = pytest.mark.usefixtures("default_models")
+
 
 def test_check_default_configs(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", "--config", str(DEFAULT_ROUTER_CONFIG), "--litellm-config", str(DEFAULT_LITELLM_CONFIG)]) == 0

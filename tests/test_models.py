@@ -18,6 +18,8 @@ from litellm_lora_router.report import decision_headers
 
 from .conftest import DEFAULT_ROUTER_CONFIG, ROOT
 
+pytestmark = pytest.mark.usefixtures("default_models")
+
 
 def guide_raw(**changes: Any) -> dict[str, Any]:
     raw = yaml.safe_load(DEFAULT_ROUTER_CONFIG.read_text())
@@ -186,11 +188,12 @@ async def test_embedding_rules() -> None:
 
 
 async def test_one_encoder_pass_serves_embedding_and_domain() -> None:
-    raw = guide_raw(embedding_rules=[{**EMBEDDING_RULES[0], "threshold": 0.99}])
+    raw = guide_raw(embedding_rules=[{**EMBEDDING_RULES[0], "threshold": 0.99}],
+                    lora_router={"encoder": {"model": "universal-sentence-encoder-multilingual-3"}})
     router = LoraRouter.from_config(parse_config(raw))
     embedding, domain = router.classifiers
     batcher = embedding._encoding._batcher  # type: ignore[attr-defined]
-    assert domain._model._encoding is embedding._encoding  # type: ignore[attr-defined]
+    assert domain._model._encodings == [embedding._encoding]  # type: ignore[attr-defined]
     routed = await router.route(request("What causes high blood pressure?"))
     assert routed.decision.method == "domain" and routed.decision.model == "medical-lora"
     assert batcher.batches == 1  # the embedding rules missed, the domain head reused their encoder pass
@@ -205,15 +208,17 @@ async def test_both_encoder_backends(backend: str) -> None:
 
 async def test_history_window_classifies_follow_ups() -> None:
     rows = [json.loads(line) for line in (ROOT / "benchmarks" / "data" / "followups_mom.jsonl").read_text().splitlines()]
-    router = LoraRouter.from_config(parse_config(guide_raw(lora_router={"history_window": 2})))
-    last_turn_only = LoraRouter.from_config(parse_config(guide_raw()))
+    window = LoraRouter.from_config(parse_config(guide_raw(lora_router={"history_window": 2, "history_blend": False})))
+    blend = LoraRouter.from_config(parse_config(guide_raw()))  # the default
+    last_turn_only = LoraRouter.from_config(parse_config(guide_raw(lora_router={"history_blend": False})))
     missed = 0
     for row in rows:
-        routed = await router.route({"model": "MoM", "messages": row["messages"]})
-        assert routed.decision.category == row["expected_category"], row
+        for router in (window, blend):
+            routed = await router.route({"model": "MoM", "messages": row["messages"]})
+            assert routed.decision.category == row["expected_category"], row
         alone = await last_turn_only.route({"model": "MoM", "messages": row["messages"]})
         missed += alone.decision.category != row["expected_category"]
-    assert missed >= 2  # the follow-ups alone carry no domain words
+    assert missed >= 1  # the follow-ups alone carry no domain words
 
 
 async def test_micro_batching_shares_passes_and_bounds_the_queue() -> None:
@@ -222,7 +227,7 @@ async def test_micro_batching_shares_passes_and_bounds_the_queue() -> None:
     texts = [f"question {i} about my python code" for i in range(32)]
     results = await asyncio.gather(*(router.route(request(t)) for t in texts))
     assert {r.decision.model for r in results} == {"technical-lora"}
-    batcher = router.classifiers[0]._model._encoding._batcher  # type: ignore[attr-defined]
+    batcher = router.classifiers[0]._model._encodings[0]._batcher  # type: ignore[attr-defined]
     assert batcher.batches < 32
     tight = LoraRouter.from_config(parse_config(guide_raw(lora_router={"encoder": {"max_queue": 2, "batch_window_ms": 50}})))
     burst = await asyncio.gather(*(tight.route(request(f"{t} now")) for t in texts))
@@ -266,6 +271,7 @@ def test_eval_cli_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> No
     config.write_text(yaml.safe_dump(guide_raw()))
     assert cli(["eval", "--input", str(ROOT / "benchmarks" / "data" / "chat_eval_mom.jsonl"), "--config", str(config), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report) == {"n", "accuracy", "macro_f1", "per_category", "confusion", "latency_ms"}
+    assert set(report) == {"n", "accuracy", "coverage", "accuracy_routed", "macro_f1", "per_category", "confusion",
+                           "latency_ms", "by"}
     assert report["n"] == 48 and report["accuracy"] > 0.5 and set(report["latency_ms"]) == {"p50", "p99"}
     assert np.array(report["confusion"]["matrix"]).sum() == 48

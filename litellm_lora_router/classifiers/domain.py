@@ -3,8 +3,9 @@
 1. A Hugging Face sequence-classification model (BERT, ModernBERT, ...), as users of vLLM Semantic
    Router have: `AutoModelForSequenceClassification` + its tokenizer, batched on a worker thread.
 2. Our own light format written by `lora-router train-domain`: `lora_router_head.json` names the
-   sentence encoder, `head.npz` holds a linear head. It reuses the shared encoder pass, so it costs
-   a matrix product on top of the embedding rules.
+   sentence encoder(s) whose unit vectors, concatenated, the head reads, and a softmax temperature
+   calibrated on held-out data; `head.npz` holds a linear head. It reuses the shared encoder passes,
+   so it costs a small matrix product on top of the embedding rules.
 
 Labels come from `category_mapping.json` (vLLM Semantic Router's `idx_to_category`), else the
 model's `id2label`, and map onto categories by name or through `mmlu_categories`.
@@ -12,6 +13,7 @@ model's `id2label`, and map onto categories by name or through `mmlu_categories`
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,9 +25,10 @@ from ..batching import MicroBatcher
 from ..config import CategoryModelConfig, EncoderConfig
 from ..errors import ClassifierError
 from .base import Caller, Classification
-from .encoders import ENCODER_ID, EncodingService, cut_for_tokenizer, limit_torch_threads
+from .encoders import ENCODER_IDS, EncodingService, cut_for_tokenizer, limit_torch_threads
 
-__all__ = ["HEAD_FILE", "DomainClassifier", "HeadModel", "SequenceClassifierModel", "is_head_dir", "read_labels"]
+__all__ = ["HEAD_FILE", "DomainClassifier", "HeadModel", "SequenceClassifierModel", "head_encoders", "is_head_dir",
+           "read_labels"]
 
 HEAD_FILE = "lora_router_head.json"
 
@@ -61,24 +64,34 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-class HeadModel:
-    """Format 2: a linear head over the shared sentence encoder."""
+def head_encoders(meta: dict[str, Any]) -> list[str]:
+    """The encoder ids a head reads, in order (format 2 v1 names one as `encoder`)."""
+    encoders = meta.get("encoders") or [meta.get("encoder")]
+    unknown = [e for e in encoders if e not in ENCODER_IDS]
+    if unknown or not encoders:
+        raise ValueError(f"head trained for encoder(s) {unknown or encoders!r}, expected some of {list(ENCODER_IDS)!r}")
+    return list(encoders)
 
-    def __init__(self, model_dir: Path, encoding: EncodingService) -> None:
+
+class HeadModel:
+    """Format 2: a linear head over shared sentence encoders, with a calibrated temperature."""
+
+    def __init__(self, model_dir: Path, encoding: Callable[[str], EncodingService]) -> None:
         meta = json.loads((model_dir / HEAD_FILE).read_text(encoding="utf-8"))
-        if meta.get("encoder") != ENCODER_ID:
-            raise ValueError(f"head trained for encoder {meta.get('encoder')!r}, expected {ENCODER_ID!r}")
         weights = np.load(model_dir / "head.npz")
         self._weight = weights["weight"].astype(np.float32)
         self._bias = weights["bias"].astype(np.float32)
-        self._encoding = encoding
+        self._temperature = float(meta.get("temperature", 1.0))
+        self._encodings = [encoding(e) for e in head_encoders(meta)]
 
     async def probabilities(self, text: str) -> Probabilities:
-        vector, truncated = await self._encoding.encode(text)
-        return _softmax(self._weight @ vector + self._bias), truncated
+        encoded = await asyncio.gather(*(e.encode(text) for e in self._encodings))
+        vector = np.concatenate([v for v, _ in encoded])
+        return _softmax((self._weight @ vector + self._bias) / self._temperature), any(t for _, t in encoded)
 
     def close(self) -> None:
-        self._encoding.close()
+        for encoding in self._encodings:
+            encoding.close()
 
 
 class SequenceClassifierModel:
@@ -120,6 +133,7 @@ class SequenceClassifierModel:
 
 class DomainClassifier:
     method = "domain"
+    reads_context = True
 
     def __init__(self, model: HeadModel | SequenceClassifierModel, labels: Sequence[str],
                  threshold: float, to_category: Callable[[str], str]) -> None:
@@ -129,15 +143,25 @@ class DomainClassifier:
 
     @classmethod
     def load(cls, config: CategoryModelConfig, model_dir: Path, mapping_path: Path | None,
-             encoding: Callable[[], EncodingService], batching: EncoderConfig, to_category: Callable[[str], str]) -> DomainClassifier:
+             encoding: Callable[[str], EncodingService], batching: EncoderConfig, to_category: Callable[[str], str]) -> DomainClassifier:
         labels = read_labels(model_dir, mapping_path)
-        model: Any = HeadModel(model_dir, encoding()) if is_head_dir(model_dir) else SequenceClassifierModel(model_dir, config.use_cpu, batching)
+        model: Any = HeadModel(model_dir, encoding) if is_head_dir(model_dir) else SequenceClassifierModel(model_dir, config.use_cpu, batching)
         return cls(model, labels, config.threshold, to_category)
 
-    async def classify(self, texts: Sequence[str], caller: Caller | None = None) -> list[Classification]:
+    async def classify(self, texts: Sequence[str], caller: Caller | None = None,
+                       contexts: Sequence[str | None] | None = None) -> list[Classification]:
+        """With a context (the conversation's user turns joined), the logits for the text and for the
+        context are averaged (a geometric mean of the probabilities): agreement stays confident, a
+        clear last turn outweighs a vague context."""
         results = []
-        for text in texts:
-            probs, truncated = await self._model.probabilities(text)
+        for text, context in zip(texts, contexts or [None] * len(texts), strict=True):
+            if context is not None and context != text:
+                (probs, truncated), (context_probs, _) = await asyncio.gather(
+                    self._model.probabilities(text), self._model.probabilities(context))
+                probs = np.sqrt(probs * context_probs)  # the mean of the two logits, softmaxed
+                probs = probs / probs.sum()
+            else:
+                probs, truncated = await self._model.probabilities(text)
             if len(probs) != len(self._categories):
                 raise ClassifierError(self.method, f"model has {len(probs)} outputs, mapping has {len(self._categories)} labels")
             best = int(np.argmax(probs))

