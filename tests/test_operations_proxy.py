@@ -41,7 +41,9 @@ OCTOPUS = "Tell me a fun fact about octopuses"
 
 
 @pytest.fixture(scope="module")
-def ops(logs_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proxy, StandIn, Path, Path]]:
+def ops(logs_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+        default_models: Path) -> Iterator[tuple[Proxy, StandIn, Path, Path]]:
+    """Its router config names models/mom-domain-classifier (put in place by `default_models`)."""
     tmp = tmp_path_factory.mktemp("ops")
     vllm = StandIn(start_standin(logs_dir, adapters=["technical-lora", "medical-lora", "legal-lora", "legal-lora-v2"]))
     redis: Service = start_redis(logs_dir)
