@@ -223,9 +223,10 @@ async def main() -> None:
     print(f"   none: {base['accuracy']:.3f}")
     for rule in PREVIOUS_KEYWORD_RULES:
         report = await score(with_rules([rule]), split["dev"])
+        from litellm_lora_router.classifiers.keyword import CompiledRule
         from litellm_lora_router.config import KeywordRule
 
-        compiled = KeywordRule(**rule)
+        compiled = CompiledRule.from_rule(KeywordRule(**rule))
         fired = [r for r in split["dev"] if compiled.matches(r.get("text") or r["messages"][-1]["content"])[0]]
         precision = sum(r["label"] == rule["category"] for r in fired) / len(fired) if fired else 0.0
         print(
