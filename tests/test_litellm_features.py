@@ -143,7 +143,7 @@ def test_num_workers_each_route(standin: StandIn, logs_dir: Path, tmp_path: Path
                                                                                   "Connection": "close"},
                                        json={"model": "MoM", "messages": [{"role": "user", "content": TECH}]})
                 assert response.status_code == 200, response.text
-                assert response.headers["x-lora-router-adapter"] == "technical-lora"
+                assert response.headers["x-lora-router-adapter"] == "technical-lora", {k: v for k, v in response.headers.items() if "lora" in k}
         assert {r["model"] for r in standin.received()} == {"technical-lora"}
         assert len(worker_pids(service.process.pid)) == 2  # both alive, none restarted in a loop
     finally:
