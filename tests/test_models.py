@@ -247,7 +247,7 @@ async def test_batching_off_bounds_the_work_waiting_for_the_thread() -> None:
 async def test_encoder_results_are_kept_under_a_digest_not_the_prompt() -> None:
     router = LoraRouter.from_config(parse_config(guide_raw()))
     await router.route(request("a prompt that must not stay in memory: zebra-7731"))
-    recent = router.classifiers[0]._model._encoding._recent  # type: ignore[attr-defined]
+    recent = router.classifiers[0]._model._encodings[0]._recent  # type: ignore[attr-defined]
     assert recent.maxsize == 1024 and len(recent) == 1
     assert all(isinstance(key, bytes) and len(key) == 16 for key in recent)
 
