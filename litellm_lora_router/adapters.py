@@ -68,8 +68,10 @@ ServerSource = Callable[[], Mapping[str, Sequence[VllmServer]]]
 
 @dataclass(frozen=True, slots=True)
 class ServerState:
-    """What one probe of a server found. Only a refused or timed-out connection says a server is
-    down (`conclusive`); a slow or failing answer says nothing about what it serves."""
+    """What one probe of a server found. Only a refused connection says a server is down
+    (`conclusive`); a slow or failing answer says nothing about what it serves, and neither does a
+    connect that timed out: the timer also runs out when the proxy's own event loop is busy (a
+    worker starting up, or under load) while the server accepted at once."""
 
     reachable: bool
     models: frozenset[str] = frozenset()  # every id it serves, base models and adapters
@@ -150,7 +152,10 @@ class AdapterRegistry:
                 logger.info("vLLM server %s: no usable GET /v1/models answer (%s)", server.display, state.error)
                 if previous is not None and previous.conclusive:
                     continue  # an overloaded server is not a down one: keep what it last said
-            elif previous is not None and previous.conclusive and previous.reachable != state.reachable:
+            elif previous is None or not previous.conclusive:
+                if not state.reachable:  # the first conclusive answer: a down server is news
+                    logger.warning("vLLM server %s is down (%s)", server.display, state.error)
+            elif previous.reachable != state.reachable:
                 now = "back" if state.reachable else f"down ({state.error})"
                 logger.warning("vLLM server %s is %s", server.display, now)
             self.states[server.api_base] = state
@@ -163,7 +168,7 @@ class AdapterRegistry:
                                               timeout=self._options.adapter_probe_timeout_seconds)
             response.raise_for_status()
             cards = [c for c in response.json()["data"] if isinstance(c, dict) and isinstance(c.get("id"), str)]
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        except httpx.ConnectError as exc:  # refused (or no route): down
             return ServerState(reachable=False, error=type(exc).__name__)
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
             return ServerState(reachable=False, error=type(exc).__name__, conclusive=False)

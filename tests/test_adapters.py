@@ -9,6 +9,7 @@ import asyncio
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -126,6 +127,33 @@ async def test_a_slow_server_is_not_taken_for_a_down_one() -> None:
         finally:
             await adapters.aclose()
 
+
+
+async def test_a_connect_timed_out_by_a_busy_event_loop_is_not_a_down_server() -> None:
+    """A worker starting up blocks its event loop for seconds (imports, models); a probe whose
+    connect was under way meanwhile times out although the server accepted at once. That says
+    nothing about the server: the decision is left alone (it used to be `adapter_server_down`)."""
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(64)
+        up = VllmServer(f"http://127.0.0.1:{listening.getsockname()[1]}/v1")
+        config = parse_config(adapter_config(adapter_probe_timeout_seconds=0.1))
+        for steps in range(16):  # how far the probe gets before the loop blocks: into its connect
+            adapters = registry(config, {"research-lora": [up]})
+            try:
+                probing = asyncio.create_task(adapters.refresh())
+                for _ in range(steps):
+                    await asyncio.sleep(0)
+                time.sleep(0.3)  # the loop is busy past the probe timeout
+                await probing
+                state = adapters.states[up.api_base]
+                if state.error == "ConnectTimeout":
+                    assert not state.conclusive, state
+                    assert await adapters.ensure("research-lora") is None
+                    return
+            finally:
+                await adapters.aclose()
+        pytest.fail("no probe was caught connecting")
 
 # --- through a running proxy --------------------------------------------------------------------
 

@@ -134,9 +134,9 @@ def test_num_workers_each_route(standin: StandIn, logs_dir: Path, tmp_path: Path
                "--num_workers", "2", "--timeout_worker_healthcheck", "120"]
     router_config = keyword_only_router_config(tmp_path)
     raw = yaml.safe_load(router_config.read_text())
-    # adapter discovery off: this test is about workers. With it on, workers have been seen to take the
-    # stand-in for down right after start-up (adapter_server_down): a known open bug (README, Operations)
-    raw.setdefault("lora_router", {})["adapter_discovery"] = False
+    # adapter discovery on (the default), said outright: a worker starting up blocks its event loop,
+    # and a probe's connect that timed out meanwhile once made it take the stand-in for down
+    raw.setdefault("lora_router", {})["adapter_discovery"] = True
     router_config.write_text(yaml.safe_dump(raw))
     service = start_proxy(DEFAULT_LITELLM_CONFIG, router_config, standin.api_base, key,
                           logs_dir, command=command, timeout_s=300)
