@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sys
 from collections.abc import Iterator
@@ -153,8 +154,12 @@ def launch_proxy(
     command = None
     if keys is not None:
         command = [sys.executable, "-m", "tests.support.proxy_launcher", str(litellm_config), "{port}", json.dumps(keys)]
+    # test callbacks (`tests.support.*`) must import in the `litellm` process too, whose sys.path
+    # does not hold the working directory
+    inherited = os.environ.get("PYTHONPATH")
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), inherited) if p), **(extra_env or {})}
     # generous: on a shared 2-core host LiteLLM alone can take a minute or more to start
-    service = start_proxy(litellm_config, router_config, standin.api_base, master_key, logs_dir, command, extra_env,
+    service = start_proxy(litellm_config, router_config, standin.api_base, master_key, logs_dir, command, env,
                           timeout_s=300)
     return Proxy(service, master_key)
 
