@@ -95,9 +95,10 @@ class MicroBatcher(Generic[T]):
             try:
                 results = await loop.run_in_executor(self._executor, self._fn, [text for text, _ in live])
             except Exception as exc:
+                error = exc if isinstance(exc, ClassifierError) else ClassifierError(self._name, f"{type(exc).__name__}: {exc}")
                 for _, future in live:
                     if not future.done():
-                        future.set_exception(ClassifierError(self._name, f"{type(exc).__name__}: {exc}"))
+                        future.set_exception(error)
                 continue
             for (_, future), result in zip(live, results, strict=True):
                 if not future.done():

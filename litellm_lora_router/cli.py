@@ -21,7 +21,8 @@ import yaml
 
 from .adapters import AdapterRegistry, VllmServer, servers_from_endpoints
 from .config import RouterConfig, load_config
-from .errors import ConfigError
+from .errors import ConfigError, LoraRouterError
+from .extras import missing, require_training
 from .router import LoraRouter
 
 __all__ = ["check_litellm_config", "direct_access_warnings", "main", "probe_adapters", "servers_from_litellm_config"]
@@ -165,9 +166,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    problems, warnings, notes = [], [], []
+    problems = [f"{args.config}: {issue}" for issue in missing(config)]  # extras the config needs
+    warnings: list[str] = []
+    notes: list[str] = []
     if args.litellm_config:
-        problems = check_litellm_config(config, Path(args.litellm_config))
+        problems += check_litellm_config(config, Path(args.litellm_config))
         warnings = direct_access_warnings(config, Path(args.litellm_config))
     if args.probe:
         where = args.litellm_config or args.config
@@ -274,6 +277,7 @@ def cmd_train_defaults(args: argparse.Namespace) -> int:
 
 
 def cmd_train_domain(args: argparse.Namespace) -> int:
+    require_training()
     from .config import EncoderConfig
     from .training import train_domain
 
@@ -285,6 +289,7 @@ def cmd_train_domain(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    require_training("lora-router eval", ("sklearn",))
     from .evaluation import format_report, load_rows, select_rows
 
     try:
@@ -372,7 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except LoraRouterError as exc:  # a bad config or a missing extra: the message says what to do
+        print(exc, file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ records every request body it receives, so tests assert what vLLM would really h
 /_devserver/requests`: the bodies; `GET /_devserver/calls`: path and body; both cleared by `DELETE
 /_devserver/requests`; load and unload calls at `GET /_devserver/lora_requests`). `POST
 /_devserver/faults` makes a model answer with an error status or stall, to exercise LiteLLM's
-fallbacks.
+fallbacks. With `--embedding-model` and `--classify-model` it also serves vLLM's pooling endpoints
+(`devserver_pooling.py`).
 
     python -m litellm_lora_router.devserver --served-model-name llama2-7b \\
         --lora-modules technical-lora=/adapters/technical medical-lora=/adapters/medical --port 8000
@@ -23,12 +24,16 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from .messages import content_text
+
+if TYPE_CHECKING:
+    from .devserver_pooling import PoolingModels
 
 __all__ = ["Fault", "StandInState", "create_app", "main", "parse_lora_modules"]
 
@@ -256,9 +261,13 @@ async def _stream_response(body: dict[str, Any], text: str) -> AsyncIterator[byt
     yield event("response.completed", response={**finished, "id": started["id"], "output": [done]})
 
 
-def create_app(state: StandInState) -> FastAPI:
+def create_app(state: StandInState, pooling: PoolingModels | None = None) -> FastAPI:
     app = FastAPI(title="vLLM stand-in")
     app.state.standin = state
+    if pooling is not None:
+        from .devserver_pooling import add_pooling_routes
+
+        add_pooling_routes(app, state, pooling)
 
     @app.get("/health")
     async def health() -> Response:
@@ -422,6 +431,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds to wait before answering")
     parser.add_argument("--load-latency", type=float, default=0.0, help="seconds a runtime adapter load takes")
+    parser.add_argument("--embedding-model", default=None,
+                        help="also serve /v1/embeddings under this name, computed by the local MiniLM encoder")
+    parser.add_argument("--classify-model", type=Path, default=None,
+                        help="also serve /classify with this domain classifier directory")
+    parser.add_argument("--classify-model-name", default=None, help="its served name (default: the directory as given)")
+    parser.add_argument("--api-key", default=None, help="pooling endpoints require `Authorization: Bearer KEY`, as vLLM's")
     args = parser.parse_args(argv)
     state = StandInState(
         base_model=args.served_model_name or args.model,
@@ -430,7 +445,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         latency_s=args.latency,
         load_latency_s=args.load_latency,
     )
-    uvicorn.run(create_app(state), host=args.host, port=args.port, log_level="warning")
+    pooling = None
+    if args.embedding_model or args.classify_model:
+        from .devserver_pooling import load_pooling_models
+
+        pooling = load_pooling_models(args.embedding_model, args.classify_model, args.classify_model_name, args.api_key)
+    uvicorn.run(create_app(state, pooling), host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ Use it either way in `litellm_config.yaml`:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import dataclasses
 import functools
 import hashlib
@@ -29,6 +30,7 @@ from litellm.integrations.custom_guardrail import CustomGuardrail
 from litellm.proxy._types import ProxyErrorTypes, ProxyException, UserAPIKeyAuth
 from litellm.types.guardrails import GuardrailEventHooks
 
+from . import readiness
 from .adapters import VllmServer
 from .classifiers.base import Caller
 from .config import RouterConfig
@@ -100,6 +102,10 @@ class LoraRouterHook(CustomGuardrail):
         self._metrics_server: Any = None
         self._warned: TTLCache[str, bool] = TTLCache(maxsize=1024, ttl=600)
         self._lifetime: asyncio.Task[None] | None = None
+        self._ready_file = readiness.ready_file()
+        if self._ready_file is not None:
+            readiness.clear(self._ready_file)  # left by an earlier process: not ready until this one is
+            atexit.register(readiness.clear, self._ready_file)
         try:
             self._lifetime = asyncio.get_running_loop().create_task(self._live(), name="lora-router-lifetime")
         except RuntimeError:  # no loop yet: classifiers connect on first use
@@ -113,18 +119,23 @@ class LoraRouterHook(CustomGuardrail):
         start-up; close everything when the proxy's event loop shuts down, which cancels this task."""
         try:
             options = self.router.config.lora_router
-            await self.router.start()
+            failed = await self.router.start()
             self.metrics.config_loaded(self.router.fingerprint)
             if options.metrics_port is not None:
                 self._metrics_server = serve_metrics(options.metrics_port, options.metrics_host)
             if self.reloader is not None:
                 self.reloader.start(watch=options.watch_config)
+            await self.router.until_ready(failed=failed)  # retry what could not connect
+            if self._ready_file is not None:
+                readiness.mark_ready(self._ready_file, [c.method for c in self.router.classifiers])
             await asyncio.Event().wait()
         finally:
             await self.aclose()
 
     async def aclose(self) -> None:
         """Stop following the config, stop serving metrics, close the router in use."""
+        if self._ready_file is not None:
+            readiness.clear(self._ready_file)
         if self.reloader is not None:
             await self.reloader.aclose()
         if self._metrics_server is not None:

@@ -100,10 +100,11 @@ def start_service(
 
 def start_standin(
     log_dir: Path, base_model: str = "llama2-7b", adapters: Sequence[str] = ("technical-lora", "medical-lora", "legal-lora"),
-    extra_args: Sequence[str] = (),
+    extra_args: Sequence[str] = (), port: int | None = None,
 ) -> Service:
-    """The vLLM stand-in serving `base_model` plus the named adapters."""
-    port = free_port()
+    """The vLLM stand-in serving `base_model` plus the named adapters (`extra_args`: more devserver
+    options, such as its pooling endpoints)."""
+    port = port or free_port()
     command = [
         sys.executable, "-m", "litellm_lora_router.devserver", base_model, "--enable-lora", "--port", str(port),
         *extra_args, "--lora-modules", *(f"{name}=/adapters/{name}" for name in adapters),

@@ -19,11 +19,11 @@ from typing import Any
 
 from .adapters import AdapterRegistry, ServerSource
 from .cache import ClassificationCache, ClassificationCodec
+from .classifiers import build_classifier
 from .classifiers.base import Caller, Classification, Classifier
-from .classifiers.keyword import KeywordClassifier
-from .config import CategoryModelConfig, RouterConfig, load_config
+from .config import RouterConfig, load_config
 from .decision import Decision, TenantPolicy, fallback_decision, select_adapter, without_adapter
-from .errors import ConfigError, ConfigIssue
+from .extras import require_extras
 from .formats import ApiFormat, person_turns
 from .messages import ClassifiedText, classified_text
 from .telemetry import NullTelemetry, Telemetry
@@ -66,37 +66,21 @@ class LoraRouter:
     @classmethod
     def from_config(cls, config: RouterConfig | str | Path, telemetry: Telemetry | None = None,
                     servers: ServerSource | None = None) -> LoraRouter:
-        """Build the classifiers the config asks for, in `lora_router.classification_order`.
+        """Build the classifiers `lora_router.classification_order` names, in that order (methods
+        left out of it are not loaded; each module is imported by the registry in
+        `classifiers/__init__.py` only when built). A config that needs a missing extra fails
+        here, naming it.
 
         `servers` tells where LiteLLM sends each adapter; with it (and `adapter_discovery` on) the
         router checks that a chosen adapter is loaded there.
         """
         if not isinstance(config, RouterConfig):
             config = load_config(config)
+        require_extras(config)
         telemetry = telemetry or NullTelemetry()
-        available: dict[str, Classifier] = {}
-        if config.keyword_rules:
-            available["keyword"] = KeywordClassifier(config.keyword_rules)
         encoding = _SharedEncoding(config, telemetry)
-        if config.embedding_rules:
-            from .classifiers.embedding import EmbeddingClassifier
-
-            available["embedding"] = EmbeddingClassifier(config.embedding_rules, encoding())
-        if config.classifier.category_model is not None:
-            available["domain"] = _load_domain(config, config.classifier.category_model, encoding)
-        mcp = config.classifier.mcp_category_model
-        if mcp is not None and mcp.enabled:
-            from .classifiers.mcp import McpClassifier
-
-            cwd = config.source.parent if config.source else None
-            prompts = {c.name: c.system_prompt for c in config.categories}
-            budget = config.lora_router.classification_timeout_seconds
-            if mcp.timeout_seconds > budget:
-                logger.warning("%s: classifier.mcp_category_model.timeout_seconds (%s) is longer than "
-                               "lora_router.classification_timeout_seconds (%s); MCP calls are cut at %s s",
-                               config.source or "router config", mcp.timeout_seconds, budget, budget)
-            available["mcp"] = McpClassifier(mcp, cwd, prompts, budget_seconds=budget)
-        ordered = [available[m] for m in config.lora_router.classification_order if m in available]
+        built = (build_classifier(method, config, encoding) for method in config.lora_router.classification_order)
+        ordered = [classifier for classifier in built if classifier is not None]
         model_files = [*_domain_files(config), *encoding.files()]
         cache = (ClassificationCache.from_config(config.classification_cache, ClassificationCodec.for_config(config),
                                                  telemetry)
@@ -115,17 +99,30 @@ class LoraRouter:
     def is_auto_model(self, model: Any) -> bool:
         return isinstance(model, str) and model in self.config.auto_model_names
 
-    async def start(self) -> None:
-        """Connect classifiers that talk to servers, so the first request does not wait for it."""
+    async def start(self, methods: Sequence[str] | None = None) -> list[str]:
+        """Connect classifiers that talk to servers (MCP, remote models), so the first request does
+        not wait for it; returns the methods that could not connect. `methods`: retry only these."""
+        failed = []
         for classifier in self.classifiers:
             connect = getattr(classifier, "connect", None)
-            if connect is not None:
-                try:
-                    await connect()
-                except Exception as exc:  # routing falls back until the server answers
-                    logger.warning("%s classifier could not connect at start-up: %s", classifier.method, exc)
-        if self.adapters is not None:
+            if connect is None or (methods is not None and classifier.method not in methods):
+                continue
+            try:
+                await connect()
+            except Exception as exc:  # routing falls back until the server answers
+                logger.warning("%s classifier could not connect at start-up: %s", classifier.method, exc)
+                failed.append(classifier.method)
+        if methods is None and self.adapters is not None:
             await self.adapters.start()
+        return failed
+
+    async def until_ready(self, retry_seconds: float = 2.0, failed: Sequence[str] | None = None) -> None:
+        """Connect every classifier, retrying the ones that fail (`failed`: those a `start()` already
+        tried): what readiness waits for."""
+        failed = await self.start() if failed is None else failed
+        while failed:
+            await asyncio.sleep(retry_seconds)
+            failed = await self.start(failed)
 
     async def aclose(self) -> None:
         for resource in (*self.classifiers, self.cache, self.adapters):
@@ -289,9 +286,9 @@ def files_digest(paths: Sequence[Path]) -> str:
 
 def _domain_files(config: RouterConfig) -> list[Path]:
     model = config.classifier.category_model
-    if model is None:
+    if model is None or "domain" not in config.lora_router.classification_order:
         return []
-    files = [config.resolve_path(model.model_id)]
+    files = [config.resolve_path(model.model_id)] if model.backend == "local" else []  # vllm: a served name
     if model.category_mapping_path:
         files.append(config.resolve_path(model.category_mapping_path))
     return files
@@ -322,34 +319,14 @@ class _SharedEncoding:
         from .classifiers.encoders import USE_ID, encoder_files, use_onnx_path
 
         files: list[Path] = []
+        if self._config.lora_router.encoder.backend == "openai":
+            return files  # the encoder runs on a server: its identity is the config's remote.model
         if USE_ID in self._services:
             files.append(use_onnx_path())
         if any(e != USE_ID for e in self._services):
             model_dir, onnx_path = encoder_files(self._config.lora_router.encoder, self._config.resolve_path)
             files += [model_dir] if onnx_path is None else [model_dir / "tokenizer.json", onnx_path]
         return files
-
-
-def _load_domain(config: RouterConfig, model: CategoryModelConfig, encoding: _SharedEncoding) -> Classifier:
-    """Load the domain classifier, or fail start-up naming the key that points at the problem."""
-    from .classifiers.domain import DomainClassifier
-
-    file = str(config.source or "router config")
-    model_dir = config.resolve_path(model.model_id)
-    if not model_dir.is_dir():
-        raise ConfigError(file, [ConfigIssue(
-            "classifier.category_model.model_id",
-            "an existing model directory (`lora-router train-defaults` builds the guide's models/ ones)",
-            repr(str(model_dir)))])
-    mapping = config.resolve_path(model.category_mapping_path) if model.category_mapping_path else None
-    if mapping is not None and not mapping.is_file():
-        raise ConfigError(file, [ConfigIssue("classifier.category_model.category_mapping_path",
-                                             "an existing category_mapping.json", repr(str(mapping)))])
-    try:
-        return DomainClassifier.load(model, model_dir, mapping, encoding, config.lora_router.encoder, config.category_for_label)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(file, [ConfigIssue("classifier.category_model.model_id", "a loadable classifier directory",
-                                             f"{type(exc).__name__}: {exc}")]) from exc
 
 
 def _ms_since(started: float) -> float:

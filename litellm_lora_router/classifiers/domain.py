@@ -1,4 +1,4 @@
-"""The domain classifier of `classifier.category_model`, in two directory formats.
+"""The domain classifier of `classifier.category_model`: two directory formats, or vLLM.
 
 1. A Hugging Face sequence-classification model (BERT, ModernBERT, ...), as users of vLLM Semantic
    Router have: `AutoModelForSequenceClassification` + its tokenizer, batched on a worker thread.
@@ -6,6 +6,8 @@
    sentence encoder(s) whose unit vectors, concatenated, the head reads, and a softmax temperature
    calibrated on held-out data; `head.npz` holds a linear head. It reuses the shared encoder passes,
    so it costs a small matrix product on top of the embedding rules.
+3. `backend: vllm`: a format-1 model served by vLLM's pooling runner, asked over `/classify`
+   (`classifiers/remote.py`).
 
 Labels come from `category_mapping.json` (vLLM Semantic Router's `idx_to_category`), else the
 model's `id2label`, and map onto categories by name or through `mmlu_categories`.
@@ -22,13 +24,13 @@ from typing import Any
 import numpy as np
 
 from ..batching import MicroBatcher
-from ..config import CategoryModelConfig, EncoderConfig
-from ..errors import ClassifierError
+from ..config import CategoryModelConfig, EncoderConfig, RouterConfig
+from ..errors import ClassifierError, ConfigError, ConfigIssue
 from .base import Caller, Classification
 from .encoders import ENCODER_IDS, EncodingService, cut_for_tokenizer, limit_torch_threads
 
-__all__ = ["HEAD_FILE", "DomainClassifier", "HeadModel", "SequenceClassifierModel", "head_encoders", "is_head_dir",
-           "read_labels"]
+__all__ = ["HEAD_FILE", "DomainClassifier", "HeadModel", "SequenceClassifierModel", "build", "head_encoders",
+           "is_head_dir", "read_labels", "read_mapping"]
 
 HEAD_FILE = "lora_router_head.json"
 
@@ -39,15 +41,20 @@ def is_head_dir(path: Path) -> bool:
     return (path / HEAD_FILE).is_file()
 
 
+def read_mapping(mapping_path: Path) -> list[str]:
+    """Index -> label from vLLM Semantic Router's `category_mapping.json`."""
+    mapping = json.loads(mapping_path.read_text(encoding="utf-8"))
+    if "idx_to_category" in mapping:
+        pairs = {int(k): v for k, v in mapping["idx_to_category"].items()}
+    else:
+        pairs = {int(v): k for k, v in mapping["category_to_idx"].items()}
+    return [pairs[i] for i in range(len(pairs))]
+
+
 def read_labels(model_dir: Path, mapping_path: Path | None) -> list[str]:
     """Index -> label, from the mapping file, else the model's config (`id2label`)."""
     if mapping_path is not None:
-        mapping = json.loads(mapping_path.read_text(encoding="utf-8"))
-        if "idx_to_category" in mapping:
-            pairs = {int(k): v for k, v in mapping["idx_to_category"].items()}
-        else:
-            pairs = {int(v): k for k, v in mapping["category_to_idx"].items()}
-        return [pairs[i] for i in range(len(pairs))]
+        return read_mapping(mapping_path)
     for name in (HEAD_FILE, "config.json"):
         path = model_dir / name
         if path.is_file():
@@ -88,6 +95,13 @@ class HeadModel:
         encoded = await asyncio.gather(*(e.encode(text) for e in self._encodings))
         vector = np.concatenate([v for v, _ in encoded])
         return _softmax((self._weight @ vector + self._bias) / self._temperature), any(t for _, t in encoded)
+
+    async def connect(self) -> None:
+        """With a remote encoder, one encoder pass: readiness waits until the server answers. (A
+        local encoder is loaded already; a warm-up pass here would hold up the first requests of a
+        proxy that nobody gates on readiness.)"""
+        if any(getattr(e.encoder, "remote", False) for e in self._encodings):
+            await self.probabilities("ready")
 
     def close(self) -> None:
         for encoding in self._encodings:
@@ -135,11 +149,17 @@ class DomainClassifier:
     method = "domain"
     reads_context = True
 
-    def __init__(self, model: HeadModel | SequenceClassifierModel, labels: Sequence[str],
-                 threshold: float, to_category: Callable[[str], str]) -> None:
-        self._model = model
+    def __init__(self, model: Any, labels: Sequence[str], threshold: float, to_category: Callable[[str], str]) -> None:
+        self._model = model  # HeadModel, SequenceClassifierModel or VllmClassifyModel
         self._categories = [to_category(label) for label in labels]  # mapped once, at load
+        self._to_category = to_category
         self._threshold = threshold
+
+    @property
+    def breaker(self) -> Any:
+        """The remote model's circuit breaker (None for a local model)."""
+        client = getattr(self._model, "client", None)
+        return client.breaker if client is not None else None
 
     @classmethod
     def load(cls, config: CategoryModelConfig, model_dir: Path, mapping_path: Path | None,
@@ -162,10 +182,10 @@ class DomainClassifier:
                 probs = probs / probs.sum()
             else:
                 probs, truncated = await self._model.probabilities(text)
-            if len(probs) != len(self._categories):
+            if self._categories and len(probs) != len(self._categories):
                 raise ClassifierError(self.method, f"model has {len(probs)} outputs, mapping has {len(self._categories)} labels")
             best = int(np.argmax(probs))
-            label, confidence = self._categories[best], float(probs[best])
+            label, confidence = self._category(best), float(probs[best])
             if confidence < self._threshold:
                 results.append(Classification(None, confidence, self.method, reason="low_confidence",
                                               candidate=label, truncated=truncated))
@@ -173,5 +193,52 @@ class DomainClassifier:
                 results.append(Classification(label, confidence, self.method, truncated=truncated))
         return results
 
+    def _category(self, index: int) -> str:
+        if self._categories:
+            return self._categories[index]
+        reported = getattr(self._model, "reported_labels", {}).get(index)  # vLLM's `label`: id2label
+        if reported is None:
+            raise ClassifierError(self.method, f"no label for class {index}: set category_mapping_path")
+        return self._to_category(reported)
+
+    async def connect(self) -> None:
+        connect = getattr(self._model, "connect", None)
+        if connect is not None:
+            await connect()
+
     async def aclose(self) -> None:
         self._model.close()
+
+
+def build(config: RouterConfig, encoding: Callable[[str], EncodingService]) -> DomainClassifier | None:
+    """The classifier `classifier.category_model` asks for; a missing file fails start-up, naming
+    the key that points at it."""
+    model = config.classifier.category_model
+    if model is None:
+        return None
+    file = str(config.source or "router config")
+    mapping = config.resolve_path(model.category_mapping_path) if model.category_mapping_path else None
+    if model.backend == "vllm":
+        from .remote import VllmClassifyModel
+
+        if mapping is not None and not mapping.is_file():
+            raise ConfigError(file, [ConfigIssue("classifier.category_model.category_mapping_path",
+                                                 "an existing category_mapping.json", repr(str(mapping)))])
+        labels = read_mapping(mapping) if mapping is not None else []
+        return DomainClassifier(VllmClassifyModel(model, config.lora_router.encoder), labels, model.threshold,
+                                config.category_for_label)
+    model_dir = config.resolve_path(model.model_id)
+    if not model_dir.is_dir():
+        raise ConfigError(file, [ConfigIssue(
+            "classifier.category_model.model_id",
+            "an existing model directory (`lora-router train-defaults` builds the guide's models/ ones)",
+            repr(str(model_dir)))])
+    if mapping is not None and not mapping.is_file():
+        raise ConfigError(file, [ConfigIssue("classifier.category_model.category_mapping_path",
+                                             "an existing category_mapping.json", repr(str(mapping)))])
+    try:
+        return DomainClassifier.load(model, model_dir, mapping, encoding, config.lora_router.encoder,
+                                     config.category_for_label)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(file, [ConfigIssue("classifier.category_model.model_id", "a loadable classifier directory",
+                                             f"{type(exc).__name__}: {exc}")]) from exc

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..config import EmbeddingRule
+from ..config import EmbeddingRule, RouterConfig
 from .base import Caller, Classification
 from .encoders import EncodingService
 
-__all__ = ["EmbeddingClassifier"]
+__all__ = ["EmbeddingClassifier", "build"]
 
 
 class EmbeddingClassifier:
     """The best aggregate score over all rules wins, if it clears that rule's threshold.
 
-    Example phrases are encoded once, at construction; a request costs one encoder pass (shared
-    with a domain head) and one small matrix product.
+    Example phrases are encoded once: at construction with a local encoder, on `connect()` (or the
+    first request) with a remote one, whose server may not be up yet. A request costs one encoder
+    pass (shared with a domain head) and one small matrix product.
     """
 
     method = "embedding"
@@ -25,27 +27,45 @@ class EmbeddingClassifier:
     def __init__(self, rules: Sequence[EmbeddingRule], encoding: EncodingService) -> None:
         self._rules = tuple(rules)
         self._encoding = encoding
-        phrases = [phrase for rule in self._rules for phrase in rule.keywords]
-        vectors = np.stack([v for v, _ in encoding.encoder.encode(phrases)])
-        self._examples: list[np.ndarray] = []
-        start = 0
-        for rule in self._rules:
-            self._examples.append(vectors[start : start + len(rule.keywords)])
-            start += len(rule.keywords)
+        self._examples: list[np.ndarray] | None = None
+        self._preparing = asyncio.Lock()
+        if not getattr(encoding.encoder, "remote", False):
+            self._examples = self._encode_examples()
 
-    def scores(self, vector: np.ndarray) -> list[float]:
+    def _encode_examples(self) -> list[np.ndarray]:
+        """Blocking: the encoder pass over every rule's example phrases, split back per rule."""
+        phrases = [phrase for rule in self._rules for phrase in rule.keywords]
+        vectors = np.stack([v for v, _ in self._encoding.encoder.encode(phrases)])
+        examples, start = [], 0
+        for rule in self._rules:
+            examples.append(vectors[start : start + len(rule.keywords)])
+            start += len(rule.keywords)
+        return examples
+
+    async def _ready_examples(self) -> list[np.ndarray]:
+        if self._examples is None:
+            async with self._preparing:
+                if self._examples is None:
+                    self._examples = await asyncio.to_thread(self._encode_examples)
+        return self._examples
+
+    async def connect(self) -> None:
+        await self._ready_examples()
+
+    def scores(self, vector: np.ndarray, examples: Sequence[np.ndarray]) -> list[float]:
         """One aggregate similarity per rule (`any` aggregates like `max`)."""
         out = []
-        for rule, examples in zip(self._rules, self._examples, strict=True):
-            sims = examples @ vector
+        for rule, rule_examples in zip(self._rules, examples, strict=True):
+            sims = rule_examples @ vector
             out.append(float(sims.mean() if rule.aggregation_method == "mean" else sims.max()))
         return out
 
     async def classify(self, texts: Sequence[str], caller: Caller | None = None) -> list[Classification]:
+        examples = await self._ready_examples()
         results = []
         for text in texts:
             vector, truncated = await self._encoding.encode(text)
-            scores = self.scores(vector)
+            scores = self.scores(vector, examples)
             passing = [(s, i) for i, s in enumerate(scores) if s >= self._rules[i].threshold]
             if passing:
                 score, index = max(passing)
@@ -56,5 +76,15 @@ class EmbeddingClassifier:
                                               candidate=self._rules[best].category, truncated=truncated))
         return results
 
+    @property
+    def breaker(self) -> object | None:
+        """The remote encoder's circuit breaker (None for a local encoder)."""
+        client = getattr(self._encoding.encoder, "client", None)
+        return client.breaker if client is not None else None
+
     async def aclose(self) -> None:
         self._encoding.close()
+
+
+def build(config: RouterConfig, encoding: Callable[[], EncodingService]) -> EmbeddingClassifier | None:
+    return EmbeddingClassifier(config.embedding_rules, encoding()) if config.embedding_rules else None

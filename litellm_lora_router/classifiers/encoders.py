@@ -220,8 +220,13 @@ def encoder_files(config: EncoderConfig, resolve: Any = Path) -> tuple[Path, Pat
 
 def build_encoder(config: EncoderConfig, resolve: Any = Path, use_cpu: bool = True,
                   model: str | None = None) -> Encoder:
-    """The encoder `model` names (default: `config.model`), with `config`'s back-end and threads."""
+    """The encoder `model` names (default: `config.model`), with `config`'s back-end and threads;
+    with `backend: openai`, that encoder as a server runs it (`classifiers/remote.py`)."""
     model = model or config.model
+    if config.backend == "openai":
+        from .remote import OpenAIEmbeddingsEncoder
+
+        return OpenAIEmbeddingsEncoder(config, model)
     if model == USE_ID:
         return UseEncoder(None, config.threads)
     if model != MINILM_ID:
@@ -257,3 +262,6 @@ class EncodingService:
 
     def close(self) -> None:
         self._batcher.close()
+        close = getattr(self.encoder, "close", None)  # a remote encoder's HTTP client
+        if close is not None:
+            close()

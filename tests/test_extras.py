@@ -1,0 +1,122 @@
+"""Slim installs: the model stack is an extra; a config that needs it fails early, naming it.
+
+A "slim" process here is a real Python process in which torch, transformers, onnxruntime and
+scikit-learn cannot be imported (a `sitecustomize` on its path refuses them), as after
+`pip install litellm-lora-router` without `[models]`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from litellm_lora_router import parse_config
+from litellm_lora_router.extras import missing
+from litellm_lora_router.processes import free_port, proxy_env
+
+from .conftest import DEFAULT_LITELLM_CONFIG, DEFAULT_ROUTER_CONFIG, ROOT, new_master_key
+from .test_models import guide_raw
+
+MODEL_STACK = ("torch", "transformers", "onnxruntime", "sklearn")
+SITECUSTOMIZE = f'''
+import sys
+
+class _RefuseModelStack:
+    """As if only `pip install litellm-lora-router` had run."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in {MODEL_STACK!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+sys.meta_path.insert(0, _RefuseModelStack())
+'''
+MODELS_MESSAGE = ("lora_router.encoder.backend: expected the [models] extra for the ONNX sentence encoder "
+                  "(pip install 'litellm-lora-router[models]'), got missing onnxruntime")
+
+
+@pytest.fixture
+def slim_env(tmp_path: Path) -> dict[str, str]:
+    site = tmp_path / "slim-site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    env = proxy_env(DEFAULT_ROUTER_CONFIG, "http://127.0.0.1:9/v1", new_master_key())
+    return {**os.environ, **env, "PYTHONPATH": f"{site}{os.pathsep}{ROOT}"}
+
+
+def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=180, cwd=ROOT)
+
+
+def test_missing_names_the_extra_for_each_feature() -> None:
+    absent = set(MODEL_STACK)
+
+    def installed(module: str) -> bool:
+        return module not in absent
+
+    guide = parse_config(guide_raw(), "router_config.yaml")
+    assert [str(issue) for issue in missing(guide, installed)] == [MODELS_MESSAGE]
+    torch_rules = parse_config(guide_raw(embedding_rules=[{"name": "technical", "candidates": ["a bug"]}],
+                                         lora_router={"encoder": {"backend": "torch"}}))
+    assert [i.key_path for i in missing(torch_rules, installed)] == ["lora_router.encoder.backend"]
+    assert "missing torch, transformers" in str(missing(torch_rules, installed)[0])
+    keyword_only = yaml.safe_load(DEFAULT_ROUTER_CONFIG.read_text())
+    del keyword_only["classifier"]
+    assert missing(parse_config(keyword_only), installed) == []
+    remote = guide_raw(lora_router={"encoder": {"backend": "openai", "remote": {"base_url": "http://tei:80/v1"}}})
+    assert missing(parse_config(remote), installed) == []  # the head is local, its encoder remote
+    left_out = guide_raw(lora_router={"classification_order": ["keyword"]})
+    assert missing(parse_config(left_out), installed) == []  # methods outside the order are not loaded
+
+
+def test_check_names_the_extra_in_a_slim_install(slim_env: dict[str, str]) -> None:
+    result = run([sys.executable, "-m", "litellm_lora_router.cli", "check", "--config", str(DEFAULT_ROUTER_CONFIG)],
+                 slim_env)
+    assert result.returncode == 1
+    assert f"{DEFAULT_ROUTER_CONFIG}: {MODELS_MESSAGE}" in result.stderr.splitlines()
+
+
+def test_training_names_the_train_extra_in_a_slim_install(slim_env: dict[str, str], tmp_path: Path) -> None:
+    result = run([sys.executable, "-m", "litellm_lora_router.cli", "train-defaults", "--models-dir", str(tmp_path)],
+                 slim_env)
+    assert result.returncode == 1
+    assert "training needs the [train] extra: pip install 'litellm-lora-router[train]'" in result.stderr
+    assert "missing sklearn, onnxruntime" in result.stderr
+
+
+def test_keyword_mcp_and_remote_configs_route_without_the_model_stack(slim_env: dict[str, str], tmp_path: Path) -> None:
+    raw = yaml.safe_load(DEFAULT_ROUTER_CONFIG.read_text())
+    raw["classifier"] = {"category_model": {"model_id": "mom-classifier", "backend": "vllm",
+                                            "remote": {"base_url": f"http://127.0.0.1:{free_port()}"}}}
+    config = tmp_path / "router_config.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    script = f"""
+import asyncio, json, sys
+from litellm_lora_router import LoraRouter
+import litellm_lora_router.litellm_adapter  # the proxy's side too
+router = LoraRouter.from_config({str(config)!r})
+async def main():
+    def ask(text):
+        return router.route({{"model": "MoM", "messages": [{{"role": "user", "content": text}}]}})
+    tech, other = await ask("Explain async/await in JavaScript"), await ask("Tell me about octopuses")
+    return [tech.decision.model, other.decision.model, other.decision.reason]
+print(json.dumps({{"decisions": asyncio.run(main()), "loaded": [m for m in {MODEL_STACK!r} if m in sys.modules]}}))
+"""
+    result = run([sys.executable, "-c", script], slim_env)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out == {"decisions": ["technical-lora", "llama2-7b", "classifier_error"], "loaded": []}
+
+
+def test_proxy_refuses_to_start_without_the_extra(slim_env: dict[str, str]) -> None:
+    litellm_cli = str(Path(sys.executable).parent / "litellm")
+    args = ["--config", str(DEFAULT_LITELLM_CONFIG), "--host", "127.0.0.1", "--port", str(free_port())]
+    result = run([litellm_cli, *args], slim_env)
+    assert result.returncode != 0
+    assert f"{DEFAULT_ROUTER_CONFIG}: {MODELS_MESSAGE}" in result.stdout + result.stderr

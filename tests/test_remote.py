@@ -1,0 +1,194 @@
+"""Classifiers served remotely: an OpenAI-compatible /v1/embeddings encoder and vLLM's /classify,
+against the vLLM stand-in's pooling endpoints, which compute with the same local models."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from litellm_lora_router import LoraRouter, parse_config
+from litellm_lora_router.classifiers.encoders import ENCODER_ID
+from litellm_lora_router.processes import Service, free_port, start_standin
+
+from .conftest import ROOT
+from .test_models import EMBEDDING_RULES, guide_raw, request
+
+API_KEY = "sk-pooling-test-key"
+MOM_DIR = ROOT / "models" / "mom-domain-classifier"
+CHAT_EVAL_FILE = ROOT / "benchmarks" / "data" / "chat_eval_mom.jsonl"
+CHAT_EVAL = [json.loads(line) for line in CHAT_EVAL_FILE.read_text().splitlines() if line.strip()]
+
+
+def pooling_args(api_key: str | None = API_KEY) -> list[str]:
+    args = ["--embedding-model", ENCODER_ID, "--classify-model", str(MOM_DIR),
+            "--classify-model-name", "mom-classifier"]
+    return [*args, "--api-key", api_key] if api_key else args
+
+
+@pytest.fixture(scope="module")
+def pooling(logs_dir: Path, default_models: Path) -> Iterator[Service]:
+    """The stand-in serving /v1/embeddings (local ONNX MiniLM) and /classify (the guide's classifier)."""
+    service = start_standin(logs_dir, extra_args=pooling_args())
+    yield service
+    service.stop()
+
+
+def received(service: Service) -> list[dict[str, Any]]:
+    return list(httpx.get(service.url + "/_devserver/requests").json())
+
+
+def remote(url: str, **options: Any) -> dict[str, Any]:
+    return {"base_url": url, "api_key": API_KEY, **options}
+
+
+def encoder_raw(url: str, **options: Any) -> dict[str, Any]:
+    """Embedding rules and the guide's head, both over the remote encoder."""
+    return guide_raw(embedding_rules=EMBEDDING_RULES,
+                     lora_router={"encoder": {"backend": "openai", "remote": remote(url + "/v1", **options)}})
+
+
+def classify_raw(url: str, mapping: bool = True, **options: Any) -> dict[str, Any]:
+    raw = guide_raw()
+    raw["classifier"]["category_model"].update(backend="vllm", model_id="mom-classifier", remote=remote(url, **options))
+    if not mapping:
+        del raw["classifier"]["category_model"]["category_mapping_path"]
+    return raw
+
+
+async def decisions(router: LoraRouter) -> list[tuple[Any, ...]]:
+    """(category, adapter, method, fallback reason, error, confidence) for each chat eval query."""
+    out = []
+    for row in CHAT_EVAL:
+        routed = await router.route(request(row["text"]))
+        d = routed.decision
+        out.append((d.category, d.model, d.method, d.reason, routed.error, d.confidence))
+    return out
+
+
+def assert_same(served: list[tuple[Any, ...]], local: list[tuple[Any, ...]]) -> None:
+    assert [d[:-1] for d in served] == [d[:-1] for d in local]
+    assert [d[-1] for d in served] == pytest.approx([d[-1] for d in local], abs=1e-5)
+
+
+async def test_remote_encoder_gives_the_local_decisions(pooling: Service) -> None:
+    local = await decisions(LoraRouter.from_config(parse_config(guide_raw(embedding_rules=EMBEDDING_RULES))))
+    served = await decisions(LoraRouter.from_config(parse_config(encoder_raw(pooling.url))))
+    assert_same(served, local)
+    assert {d[2] for d in local} >= {"embedding", "domain"}  # both methods used the encoder
+
+
+@pytest.mark.parametrize("mapping", [True, False], ids=["labels-from-mapping", "labels-from-vllm"])
+async def test_vllm_classify_gives_the_local_decisions(pooling: Service, mapping: bool) -> None:
+    local = await decisions(LoraRouter.from_config(parse_config(guide_raw())))
+    served = await decisions(LoraRouter.from_config(parse_config(classify_raw(pooling.url, mapping))))
+    assert_same(served, local)
+    assert sum(d[2] == "domain" for d in local) > 30
+
+
+async def test_requests_have_the_documented_shapes(pooling: Service) -> None:
+    httpx.delete(pooling.url + "/_devserver/requests")
+    raw = encoder_raw(pooling.url, truncate_prompt_tokens=256)
+    raw["classifier"]["category_model"] = classify_raw(pooling.url)["classifier"]["category_model"]
+    router = LoraRouter.from_config(parse_config(raw))
+    assert await router.start() == []  # example phrases encoded, /classify answered
+    httpx.delete(pooling.url + "/_devserver/requests")
+    routed = await router.route(request("Is a verbal agreement legally binding?"))
+    assert routed.decision.model == "legal-lora"
+    embed, classify = received(pooling)
+    assert embed == {"model": ENCODER_ID, "input": ["Is a verbal agreement legally binding?"],
+                     "encoding_format": "float", "truncate_prompt_tokens": 256}
+    assert classify == {"model": "mom-classifier", "input": ["Is a verbal agreement legally binding?"]}
+
+
+async def test_wrong_key_falls_back_and_the_key_stays_secret(pooling: Service,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LORA_ROUTER_CLASSIFIER_API_KEY", "sk-wrong")
+    raw = classify_raw(pooling.url)
+    del raw["classifier"]["category_model"]["remote"]["api_key"]  # read from the environment
+    config = parse_config(raw)
+    assert "sk-wrong" not in repr(config) and "sk-wrong" not in json.dumps(config.model_dump(mode="json"))
+    routed = await LoraRouter.from_config(config).route(request("What causes high blood pressure?"))
+    assert (routed.decision.model, routed.decision.reason) == ("llama2-7b", "classifier_error")  # vLLM's 401
+
+
+async def test_cached_remote_decisions_skip_the_server(pooling: Service) -> None:
+    raw = classify_raw(pooling.url)
+    raw["classification_cache"] = {"enabled": True}
+    router = LoraRouter.from_config(parse_config(raw))
+    httpx.delete(pooling.url + "/_devserver/requests")
+    first = await router.route(request("How long should a sprained wrist take to heal?"))
+    again = await router.route(request("How long should a sprained wrist take to heal?"))
+    assert (first.cache, again.cache) == ("miss", "hit")
+    assert again.decision == first.decision and first.decision.model == "medical-lora"
+    assert len(received(pooling)) == 1
+
+
+async def test_dead_remote_falls_back_opens_the_breaker_and_recovers(logs_dir: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    raw = classify_raw(url, breaker_failures=2, breaker_reset_seconds=1.0)
+    router = LoraRouter.from_config(parse_config(raw))
+    [domain] = router.classifiers
+    results = [await router.route(request(f"What causes high blood pressure? {i}")) for i in range(4)]
+    assert {(r.decision.model, r.decision.reason) for r in results} == {("llama2-7b", "classifier_error")}
+    breaker = domain.breaker  # type: ignore[attr-defined]
+    assert (breaker.state, breaker.consecutive) == ("open", 2)  # the last two never called the server
+    server = start_standin(logs_dir, extra_args=pooling_args(), port=port)
+    try:
+        await asyncio.sleep(max(0.0, 1.05 - (time.monotonic() - breaker.opened_at)))
+        recovered = await router.route(request("What causes high blood pressure? 4"))
+        assert (recovered.decision.model, recovered.decision.method) == ("medical-lora", "domain")
+        assert domain.breaker.state == "closed"  # type: ignore[attr-defined]
+    finally:
+        server.stop()
+
+
+async def test_slow_remote_falls_back_within_the_budget(logs_dir: Path) -> None:
+    slow = start_standin(logs_dir, extra_args=[*pooling_args(), "--latency", "3"])
+    try:
+        for raw in (classify_raw(slow.url, timeout_seconds=5), encoder_raw(slow.url, timeout_seconds=5)):
+            raw["lora_router"] = {**raw.get("lora_router", {}), "classification_timeout_seconds": 0.3}
+            router = LoraRouter.from_config(parse_config(raw))
+            started = time.monotonic()
+            routed = await router.route(request("What causes high blood pressure?"))
+            assert (routed.decision.model, routed.decision.reason) == ("llama2-7b", "timeout")
+            assert time.monotonic() - started < 3  # it did not wait for the server's answer
+            await router.aclose()
+    finally:
+        slow.stop()
+
+
+async def test_remote_readiness_waits_for_the_server(logs_dir: Path) -> None:
+    port = free_port()
+    router = LoraRouter.from_config(parse_config(encoder_raw(f"http://127.0.0.1:{port}")))
+    waiting = asyncio.ensure_future(router.until_ready(retry_seconds=0.2))
+    await asyncio.sleep(1.0)
+    assert not waiting.done()  # no server: not ready
+    server = start_standin(logs_dir, extra_args=pooling_args(), port=port)
+    try:
+        await asyncio.wait_for(waiting, 30)
+        routed = await router.route(request("my program crashes with a stack overflow"))
+        assert (routed.decision.model, routed.decision.method) == ("technical-lora", "embedding")
+    finally:
+        server.stop()
+
+
+def test_remote_backend_needs_a_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    from litellm_lora_router import ConfigError
+
+    monkeypatch.delenv("LORA_ROUTER_ENCODER_BASE_URL", raising=False)
+    raw = guide_raw(lora_router={"encoder": {"backend": "openai"}})
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, "router_config.yaml")
+    assert str(info.value) == ("router_config.yaml: lora_router.encoder: expected a `remote.base_url` "
+                               "(or $LORA_ROUTER_ENCODER_BASE_URL) for backend openai")
+    monkeypatch.setenv("LORA_ROUTER_ENCODER_BASE_URL", "http://embeddings:8000/v1/")
+    remote_config = parse_config(raw).lora_router.encoder.remote
+    assert remote_config is not None and remote_config.base_url == "http://embeddings:8000/v1"
