@@ -7,7 +7,8 @@ Give it two virtual environments made by `scripts/install.sh slim` and `scripts/
 It prints each environment's site-packages size, then starts a real `litellm` proxy with the plugin
 from each environment, rounds interleaved so that a busy machine weighs on every shape alike, and
 reports the median time until LiteLLM's liveness route answers and until the plugin's readiness file
-appears (its models loaded), and the proxy's resident memory then. Configs: the shipped
+appears (its models loaded), the proxy's resident memory then, and the plugin's own share: a Python
+process that imports it, builds the classifiers and waits until they are ready, without LiteLLM. Configs: the shipped
 `router_config.yaml` without its domain classifier (keyword rules only: what a slim install runs),
 and the shipped one as it is (keyword rules plus the guide's domain classifier, full install only).
 """
@@ -47,6 +48,25 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+PLUGIN_START = """
+import asyncio, sys, time
+started = time.perf_counter()
+from litellm_lora_router import LoraRouter
+router = LoraRouter.from_config(sys.argv[1])
+asyncio.run(router.until_ready())
+print(time.perf_counter() - started)
+"""
+
+
+def plugin_start_s(venv: Path, router_config: Path) -> float:
+    """The plugin alone, without LiteLLM: import, build the classifiers, connect and warm them."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", PLUGIN_START, str(router_config)], env=env, cwd="/",
+                         capture_output=True, text=True, check=True).stdout
+    return float(out.strip().splitlines()[-1])
 
 
 def start_once(venv: Path, router_config: Path, work: Path) -> tuple[float, float, float]:
@@ -100,17 +120,18 @@ def main() -> None:
     print(f"site-packages: slim {sizes['slim']:.0f} MB, full {sizes['full']:.0f} MB "
           f"(ratio {sizes['full'] / sizes['slim']:.2f})")
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    results: dict[tuple[str, str], list[tuple[float, float, float]]] = {key: [] for key in runs}
+    results: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {key: [] for key in runs}
     for round_ in range(args.rounds):
         for key, (venv, config) in runs.items():
-            results[key].append(start_once(venv, config, work))
+            results[key].append((*start_once(venv, config, work), plugin_start_s(venv, config)))
             print(f"round {round_ + 1} {key}: {results[key][-1]}", flush=True)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
-    print("| install | config | liveness s (median) | plugin ready s (median) | RSS MB at ready |")
-    print("|---|---|---|---|---|")
+    print("| install | config | proxy live s | plugin ready s | RSS MB at ready | plugin alone s |")
+    print("|---|---|---|---|---|---|")
     for (shape, config), samples in results.items():
-        live, ready, rss = (statistics.median(s[i] for s in samples) for i in range(3))
-        print(f"| {shape} | {config} | {live:.1f} | {ready:.1f} | {rss:.0f} |")
+        live, ready, rss, alone = (statistics.median(s[i] for s in samples) for i in range(4))
+        spread = f"{min(s[0] for s in samples):.0f}-{max(s[0] for s in samples):.0f}"
+        print(f"| {shape} | {config} | {live:.1f} ({spread}) | {ready:.1f} | {rss:.0f} | {alone:.2f} |")
 
 
 if __name__ == "__main__":
