@@ -3,7 +3,8 @@
 LiteLLM's own `/health/readiness` says nothing about a callback, and a callback cannot add a route,
 so the hook writes `$LORA_ROUTER_READY_FILE` (JSON: the methods, the process) when `LoraRouter`
 has built its models and connected its servers (MCP, remote encoders and classifiers), and removes
-a stale one when the process starts. A Kubernetes readiness probe checks it with `test -f`.
+it when the process starts (a stale one) and exits. A Kubernetes readiness probe checks it with
+`test -f`.
 """
 
 from __future__ import annotations

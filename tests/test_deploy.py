@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import pytest
 import yaml
 
 from litellm_lora_router import load_config
@@ -92,7 +93,8 @@ def test_every_bind_mount_exists() -> None:
 
 def test_proxy_mounts_the_repository_configs_where_it_reads_them() -> None:
     proxy = SERVICES["proxy"]
-    targets = {target: Path(os.path.normpath(DOCKER / source)) for source, target in map(container_path, proxy["volumes"])}
+    mounts = map(container_path, proxy["volumes"])
+    targets = {target: Path(os.path.normpath(DOCKER / source)) for source, target in mounts}
     assert targets[proxy["environment"]["LORA_ROUTER_CONFIG"]] == DEFAULT_ROUTER_CONFIG
     assert targets[option(proxy["command"], "--config")] == DEFAULT_LITELLM_CONFIG
 
@@ -198,6 +200,18 @@ def test_kubernetes_example_agrees_with_the_configs() -> None:
     assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     readme = (DOCKER / "README.md").read_text()
     assert "kubectl create configmap lora-router-config --from-file=router_config.yaml" in readme
+
+
+def test_a_starting_proxy_is_not_ready_until_its_router_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file left by an earlier process (an emptyDir survives a container restart) must not count."""
+    from litellm_lora_router import LoraRouter
+    from litellm_lora_router.litellm_adapter import LoraRouterHook
+
+    ready = tmp_path / "ready"
+    ready.write_text('{"ready": true}')
+    monkeypatch.setenv(READY_FILE_ENV, str(ready))
+    LoraRouterHook(router=LoraRouter.from_config(DEFAULT_ROUTER_CONFIG))  # no event loop: nothing connects yet
+    assert not ready.exists()
 
 
 def test_proxy_signals_readiness_once_models_are_loaded(standin: StandIn, logs_dir: Path, tmp_path: Path) -> None:
