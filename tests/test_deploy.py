@@ -165,7 +165,10 @@ def test_one_install_script_for_the_image_the_readme_and_dev() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "bash scripts/install.sh" in readme and "bash scripts/install.sh slim" in readme
     assert "lora-router train-defaults" in DOCKERFILE
-    assert re.search(r"^USER (?!root)\w+", DOCKERFILE, re.MULTILINE)
+    user = re.search(r"^USER (\d+):(\d+)$", DOCKERFILE, re.MULTILINE)
+    assert user and int(user.group(1)) != 0  # numeric, so Kubernetes' runAsNonRoot can check it
+    [deployment] = [doc for doc in K8S if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "lora-router"]
+    assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == int(user.group(1))
 
 
 def test_image_holds_the_models_the_config_names() -> None:
