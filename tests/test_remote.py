@@ -150,19 +150,22 @@ async def test_dead_remote_falls_back_opens_the_breaker_and_recovers(logs_dir: P
         server.stop()
 
 
-async def test_slow_remote_falls_back_within_the_budget(logs_dir: Path) -> None:
-    slow = start_standin(logs_dir, extra_args=[*pooling_args(), "--latency", "3"])
+async def test_slow_remote_falls_back_within_the_budget(pooling: Service) -> None:
+    stall = {"delay_s": 3}  # the stand-in's injected fault: both pooling models answer after 3 s
+    for model in (ENCODER_ID, "mom-classifier"):
+        httpx.post(pooling.url + "/_devserver/faults", json={"model": model, **stall})
     try:
-        for raw in (classify_raw(slow.url, timeout_seconds=5), encoder_raw(slow.url, timeout_seconds=5)):
+        for raw in (classify_raw(pooling.url, timeout_seconds=5), encoder_raw(pooling.url, timeout_seconds=5)):
             raw["lora_router"] = {**raw.get("lora_router", {}), "classification_timeout_seconds": 0.3}
             router = LoraRouter.from_config(parse_config(raw))
             started = time.monotonic()
             routed = await router.route(request("What causes high blood pressure?"))
             assert (routed.decision.model, routed.decision.reason) == ("llama2-7b", "timeout")
-            assert time.monotonic() - started < 3  # it did not wait for the server's answer
+            assert time.monotonic() - started < stall["delay_s"]  # it did not wait for the server's answer
             await router.aclose()
     finally:
-        slow.stop()
+        for model in (ENCODER_ID, "mom-classifier"):
+            httpx.post(pooling.url + "/_devserver/faults", json={"model": model})
 
 
 async def test_remote_readiness_waits_for_the_server(logs_dir: Path) -> None:
