@@ -95,7 +95,8 @@ class MicroBatcher(Generic[T]):
             try:
                 results = await loop.run_in_executor(self._executor, self._fn, [text for text, _ in live])
             except Exception as exc:
-                error = exc if isinstance(exc, ClassifierError) else ClassifierError(self._name, f"{type(exc).__name__}: {exc}")
+                error = (exc if isinstance(exc, ClassifierError)  # a remote model's own error keeps its kind
+                         else ClassifierError(self._name, f"{type(exc).__name__}: {exc}"))
                 for _, future in live:
                     if not future.done():
                         future.set_exception(error)

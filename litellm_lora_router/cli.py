@@ -267,7 +267,12 @@ def ensure_default_models(models_dir: Path = Path("models"), retrain: bool = Fal
     """Put the guide's default classifiers in place (the shipped build, the cache, or a new one)."""
     from .training import train_defaults
 
-    return train_defaults(models_dir, _stderr, retrain)
+    try:
+        return train_defaults(models_dir, _stderr, retrain)
+    except ModuleNotFoundError as exc:  # a build of our own (no shipped or cached copy) in a slim install
+        failed = (exc.name or "").partition(".")[0]
+        require_training(modules=[m for m in ("sklearn", "onnxruntime", "tokenizers", failed) if m])
+        raise
 
 
 def cmd_train_defaults(args: argparse.Namespace) -> int:

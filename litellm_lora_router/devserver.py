@@ -431,12 +431,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds to wait before answering")
     parser.add_argument("--load-latency", type=float, default=0.0, help="seconds a runtime adapter load takes")
-    parser.add_argument("--embedding-model", default=None,
-                        help="also serve /v1/embeddings under this name, computed by the local MiniLM encoder")
+    parser.add_argument("--embedding-model", nargs="+", default=[], metavar="ENCODER_ID",
+                        help="also serve /v1/embeddings for these encoder ids, computed by the local encoders")
     parser.add_argument("--classify-model", type=Path, default=None,
                         help="also serve /classify with this domain classifier directory")
     parser.add_argument("--classify-model-name", default=None, help="its served name (default: the directory as given)")
-    parser.add_argument("--api-key", default=None, help="pooling endpoints require `Authorization: Bearer KEY`, as vLLM's")
+    parser.add_argument("--api-key", default=None,
+                        help="pooling endpoints require `Authorization: Bearer KEY`, as vLLM's")
     args = parser.parse_args(argv)
     state = StandInState(
         base_model=args.served_model_name or args.model,

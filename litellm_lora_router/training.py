@@ -300,9 +300,6 @@ def train_defaults(models_dir: Path, progress: Progress = _silent, retrain: bool
                 todo.append((model, out, key, cached))
     if not todo:
         return built
-    from .extras import require_training
-
-    require_training()  # a build of our own needs scikit-learn and the encoders: the [train] extra
     started = time.monotonic()
     progress(f"training {', '.join(m.name for m, *_ in todo)} (a few minutes on 2 CPU cores) ...")
     data = default_datasets()

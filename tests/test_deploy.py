@@ -22,9 +22,11 @@ import yaml
 from litellm_lora_router import load_config
 from litellm_lora_router.readiness import READY_FILE_ENV
 
-from .conftest import DEFAULT_LITELLM_CONFIG, DEFAULT_ROUTER_CONFIG, ROOT, StandIn, launch_proxy
+from .conftest import DEFAULT_LITELLM_CONFIG, ROOT, StandIn, launch_proxy
 
 DOCKER = ROOT / "docker"
+#: What the compose stack, the image and the README run (the tests' own configs live in tests/data).
+REPO_ROUTER_CONFIG = ROOT / "router_config.yaml"
 DOCKERFILE = (DOCKER / "Dockerfile").read_text()
 ENV_EXAMPLE = dict(line.split("=", 1) for line in (DOCKER / ".env.example").read_text().splitlines()
                    if line.strip() and not line.startswith("#"))
@@ -95,7 +97,7 @@ def test_proxy_mounts_the_repository_configs_where_it_reads_them() -> None:
     proxy = SERVICES["proxy"]
     mounts = map(container_path, proxy["volumes"])
     targets = {target: Path(os.path.normpath(DOCKER / source)) for source, target in mounts}
-    assert targets[proxy["environment"]["LORA_ROUTER_CONFIG"]] == DEFAULT_ROUTER_CONFIG
+    assert targets[proxy["environment"]["LORA_ROUTER_CONFIG"]] == REPO_ROUTER_CONFIG
     assert targets[option(proxy["command"], "--config")] == DEFAULT_LITELLM_CONFIG
 
 
@@ -115,7 +117,7 @@ def test_every_host_a_config_names_is_a_service() -> None:
 
 
 def test_vllm_serves_what_the_configs_route_to() -> None:
-    router = load_config(DEFAULT_ROUTER_CONFIG)
+    router = load_config(REPO_ROUTER_CONFIG)
     litellm = yaml.safe_load(DEFAULT_LITELLM_CONFIG.read_text())
     served_by_litellm = {m["litellm_params"]["model"].removeprefix("hosted_vllm/") for m in litellm["model_list"]}
     vllm_port = urlparse(SERVICES["proxy"]["environment"]["VLLM_API_BASE"]).port
@@ -149,7 +151,7 @@ def test_environment_names_agree() -> None:
     proxy_env = SERVICES["proxy"]["environment"]
     litellm_refs = set(re.findall(r"os\.environ/(\w+)", DEFAULT_LITELLM_CONFIG.read_text()))
     assert litellm_refs <= set(proxy_env), litellm_refs - set(proxy_env)
-    assert load_config(DEFAULT_ROUTER_CONFIG).classification_cache.redis_url is None  # so REDIS_URL is what it reads
+    assert load_config(REPO_ROUTER_CONFIG).classification_cache.redis_url is None  # so REDIS_URL is what it reads
     compose_refs = {m.group(1) for m in COMPOSE_VARIABLE.finditer((DOCKER / "compose.yaml").read_text())}
     assert compose_refs <= set(ENV_EXAMPLE), compose_refs - set(ENV_EXAMPLE)
     assert ENV_EXAMPLE["LITELLM_MASTER_KEY"].startswith("sk-")
@@ -176,7 +178,7 @@ def test_image_holds_the_models_the_config_names() -> None:
     workdir = re.search(r"^WORKDIR (\S+)", DOCKERFILE, re.MULTILINE)
     models_dir = re.search(r"lora-router train-defaults --models-dir (\S+);", DOCKERFILE)
     assert workdir and models_dir and Path(models_dir.group(1)) == Path(workdir.group(1)) / "models"
-    model = load_config(DEFAULT_ROUTER_CONFIG).classifier.category_model
+    model = load_config(REPO_ROUTER_CONFIG).classifier.category_model
     assert model is not None and Path(model.model_id).parts[0] == "models"
 
 
@@ -205,6 +207,7 @@ def test_kubernetes_example_agrees_with_the_configs() -> None:
     assert "kubectl create configmap lora-router-config --from-file=router_config.yaml" in readme
 
 
+@pytest.mark.usefixtures("default_models")
 def test_a_starting_proxy_is_not_ready_until_its_router_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A file left by an earlier process (an emptyDir survives a container restart) must not count."""
     from litellm_lora_router import LoraRouter
@@ -213,7 +216,7 @@ def test_a_starting_proxy_is_not_ready_until_its_router_is(tmp_path: Path, monke
     ready = tmp_path / "ready"
     ready.write_text('{"ready": true}')
     monkeypatch.setenv(READY_FILE_ENV, str(ready))
-    LoraRouterHook(router=LoraRouter.from_config(DEFAULT_ROUTER_CONFIG))  # no event loop: nothing connects yet
+    LoraRouterHook(router=LoraRouter.from_config(REPO_ROUTER_CONFIG))  # no event loop: nothing connects yet
     assert not ready.exists()
 
 

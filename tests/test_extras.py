@@ -23,7 +23,7 @@ from litellm_lora_router.processes import free_port, proxy_env
 from .conftest import DEFAULT_LITELLM_CONFIG, DEFAULT_ROUTER_CONFIG, ROOT, new_master_key
 from .test_models import guide_raw
 
-MODEL_STACK = ("torch", "transformers", "onnxruntime", "sklearn")
+MODEL_STACK = ("torch", "transformers", "onnxruntime", "onnxruntime_extensions", "sklearn")
 SITECUSTOMIZE = f'''
 import sys
 
@@ -37,8 +37,15 @@ class _RefuseModelStack:
 
 sys.meta_path.insert(0, _RefuseModelStack())
 '''
-MODELS_MESSAGE = ("lora_router.encoder.backend: expected the [models] extra for the ONNX sentence encoder "
-                  "(pip install 'litellm-lora-router[models]'), got missing onnxruntime")
+#: The guide's domain classifier is a head over the multilingual USE encoder.
+MODELS_MESSAGE = ("classifier.category_model.model_id: expected the [models] extra for the multilingual USE encoder "
+                  "(pip install 'litellm-lora-router[models]'), got missing onnxruntime, onnxruntime_extensions")
+REPO_ROUTER_CONFIG = ROOT / "router_config.yaml"  # what the README runs: the guide's config
+KEYWORD_RULES = [{"category": "technical", "keywords": ["javascript", "python"]},
+                 {"category": "medical", "keywords": ["blood pressure"]}]
+
+
+pytestmark = pytest.mark.usefixtures("default_models")
 
 
 @pytest.fixture
@@ -46,7 +53,7 @@ def slim_env(tmp_path: Path) -> dict[str, str]:
     site = tmp_path / "slim-site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    env = proxy_env(DEFAULT_ROUTER_CONFIG, "http://127.0.0.1:9/v1", new_master_key())
+    env = proxy_env(REPO_ROUTER_CONFIG, "http://127.0.0.1:9/v1", new_master_key())
     return {**os.environ, **env, "PYTHONPATH": f"{site}{os.pathsep}{ROOT}"}
 
 
@@ -64,11 +71,14 @@ def test_missing_names_the_extra_for_each_feature() -> None:
     assert [str(issue) for issue in missing(guide, installed)] == [MODELS_MESSAGE]
     torch_rules = parse_config(guide_raw(embedding_rules=[{"name": "technical", "candidates": ["a bug"]}],
                                          lora_router={"encoder": {"backend": "torch"}}))
-    assert [i.key_path for i in missing(torch_rules, installed)] == ["lora_router.encoder.backend"]
-    assert "missing torch, transformers" in str(missing(torch_rules, installed)[0])
+    assert [i.key_path for i in missing(torch_rules, installed)] == ["lora_router.encoder",
+                                                                      "classifier.category_model.model_id"]
+    assert "MiniLM" not in str(missing(torch_rules, installed)[0])
+    assert "torch sentence encoder" in str(missing(torch_rules, installed)[0])
+    assert "got missing torch, transformers" in str(missing(torch_rules, installed)[0])
     keyword_only = yaml.safe_load(DEFAULT_ROUTER_CONFIG.read_text())
     del keyword_only["classifier"]
-    assert missing(parse_config(keyword_only), installed) == []
+    assert keyword_only["keyword_rules"] and missing(parse_config(keyword_only), installed) == []
     remote = guide_raw(lora_router={"encoder": {"backend": "openai", "remote": {"base_url": "http://tei:80/v1"}}})
     assert missing(parse_config(remote), installed) == []  # the head is local, its encoder remote
     left_out = guide_raw(lora_router={"classification_order": ["keyword"]})
@@ -76,15 +86,19 @@ def test_missing_names_the_extra_for_each_feature() -> None:
 
 
 def test_check_names_the_extra_in_a_slim_install(slim_env: dict[str, str]) -> None:
-    result = run([sys.executable, "-m", "litellm_lora_router.cli", "check", "--config", str(DEFAULT_ROUTER_CONFIG)],
+    result = run([sys.executable, "-m", "litellm_lora_router.cli", "check", "--config", str(REPO_ROUTER_CONFIG)],
                  slim_env)
     assert result.returncode == 1
-    assert f"{DEFAULT_ROUTER_CONFIG}: {MODELS_MESSAGE}" in result.stderr.splitlines()
+    assert f"{REPO_ROUTER_CONFIG}: {MODELS_MESSAGE}" in result.stderr.splitlines()
 
 
 def test_training_names_the_train_extra_in_a_slim_install(slim_env: dict[str, str], tmp_path: Path) -> None:
-    result = run([sys.executable, "-m", "litellm_lora_router.cli", "train-defaults", "--models-dir", str(tmp_path)],
+    """`train-defaults` copies the shipped build without the extra; building one (`--retrain`) needs it."""
+    copied = run([sys.executable, "-m", "litellm_lora_router.cli", "train-defaults", "--models-dir", str(tmp_path)],
                  slim_env)
+    assert copied.returncode == 0, copied.stderr
+    result = run([sys.executable, "-m", "litellm_lora_router.cli", "train-defaults", "--retrain",
+                  "--models-dir", str(tmp_path)], slim_env)
     assert result.returncode == 1
     assert "training needs the [train] extra: pip install 'litellm-lora-router[train]'" in result.stderr
     assert "missing sklearn, onnxruntime" in result.stderr
@@ -92,6 +106,7 @@ def test_training_names_the_train_extra_in_a_slim_install(slim_env: dict[str, st
 
 def test_keyword_mcp_and_remote_configs_route_without_the_model_stack(slim_env: dict[str, str], tmp_path: Path) -> None:
     raw = yaml.safe_load(DEFAULT_ROUTER_CONFIG.read_text())
+    raw["keyword_rules"] = KEYWORD_RULES
     raw["classifier"] = {"category_model": {"model_id": "mom-classifier", "backend": "vllm",
                                             "remote": {"base_url": f"http://127.0.0.1:{free_port()}"}}}
     config = tmp_path / "router_config.yaml"
@@ -119,4 +134,4 @@ def test_proxy_refuses_to_start_without_the_extra(slim_env: dict[str, str]) -> N
     args = ["--config", str(DEFAULT_LITELLM_CONFIG), "--host", "127.0.0.1", "--port", str(free_port())]
     result = run([litellm_cli, *args], slim_env)
     assert result.returncode != 0
-    assert f"{DEFAULT_ROUTER_CONFIG}: {MODELS_MESSAGE}" in result.stdout + result.stderr
+    assert f"{REPO_ROUTER_CONFIG}: {MODELS_MESSAGE}" in result.stdout + result.stderr

@@ -14,11 +14,13 @@ import httpx
 import pytest
 
 from litellm_lora_router import LoraRouter, parse_config
-from litellm_lora_router.classifiers.encoders import ENCODER_ID
+from litellm_lora_router.classifiers.encoders import ENCODER_ID, ENCODER_IDS
 from litellm_lora_router.processes import Service, free_port, start_standin
 
 from .conftest import ROOT
 from .test_models import EMBEDDING_RULES, guide_raw, request
+
+pytestmark = pytest.mark.usefixtures("default_models")
 
 API_KEY = "sk-pooling-test-key"
 MOM_DIR = ROOT / "models" / "mom-domain-classifier"
@@ -27,7 +29,7 @@ CHAT_EVAL = [json.loads(line) for line in CHAT_EVAL_FILE.read_text().splitlines(
 
 
 def pooling_args(api_key: str | None = API_KEY) -> list[str]:
-    args = ["--embedding-model", ENCODER_ID, "--classify-model", str(MOM_DIR),
+    args = ["--embedding-model", *ENCODER_IDS, "--classify-model", str(MOM_DIR),
             "--classify-model-name", "mom-classifier"]
     return [*args, "--api-key", api_key] if api_key else args
 
@@ -151,8 +153,8 @@ async def test_dead_remote_falls_back_opens_the_breaker_and_recovers(logs_dir: P
 
 
 async def test_slow_remote_falls_back_within_the_budget(pooling: Service) -> None:
-    stall = {"delay_s": 3}  # the stand-in's injected fault: both pooling models answer after 3 s
-    for model in (ENCODER_ID, "mom-classifier"):
+    stall = {"delay_s": 3}  # the stand-in's injected fault: its pooling models answer after 3 s
+    for model in (*ENCODER_IDS, "mom-classifier"):
         httpx.post(pooling.url + "/_devserver/faults", json={"model": model, **stall})
     try:
         for raw in (classify_raw(pooling.url, timeout_seconds=5), encoder_raw(pooling.url, timeout_seconds=5)):
@@ -164,7 +166,7 @@ async def test_slow_remote_falls_back_within_the_budget(pooling: Service) -> Non
             assert time.monotonic() - started < stall["delay_s"]  # it did not wait for the server's answer
             await router.aclose()
     finally:
-        for model in (ENCODER_ID, "mom-classifier"):
+        for model in (*ENCODER_IDS, "mom-classifier"):
             httpx.post(pooling.url + "/_devserver/faults", json={"model": model})
 
 
