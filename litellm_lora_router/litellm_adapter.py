@@ -55,6 +55,7 @@ HEADERS_KEY = "lora_router_headers"
 SPEND_FIELD_PREFIX = "lora_router_"
 TAG_PREFIXES = ("lora:", "lora-method:", "lora-category:", "lora-fallback:", "lora-variant:")
 CONFIG_ENV = "LORA_ROUTER_CONFIG"
+METRICS_PORT_ENV = "LORA_ROUTER_METRICS_PORT"
 #: LiteLLM call types (1.108.7 `CallTypes`) that carry a prompt for a chat model, and their request
 #: format. The proxy passes `acompletion` (/v1/chat/completions), `atext_completion`
 #: (/v1/completions), `aresponses` (/v1/responses) and `anthropic_messages` (/v1/messages); the
@@ -121,8 +122,9 @@ class LoraRouterHook(CustomGuardrail):
             options = self.router.config.lora_router
             failed = await self.router.start()
             self.metrics.config_loaded(self.router.fingerprint)
-            if options.metrics_port is not None:
-                self._metrics_server = serve_metrics(options.metrics_port, options.metrics_host)
+            metrics_port = metrics_port_from_env() or options.metrics_port
+            if metrics_port is not None:
+                self._metrics_server = serve_metrics(metrics_port, options.metrics_host)
             if self.reloader is not None:
                 self.reloader.start(watch=options.watch_config)
             await self.router.until_ready(failed=failed)  # retry what could not connect
@@ -289,6 +291,18 @@ def _with_decision(metadata: Any, routed: Routed, header_level: str, tags: bool)
         merged["tags"] = [*(existing if isinstance(existing, list) else []), *decision_tags(routed)]
     merged[HEADERS_KEY] = DecisionHeaders(decision_headers(routed, header_level))
     return merged
+
+
+def metrics_port_from_env() -> int | None:
+    """`$LORA_ROUTER_METRICS_PORT`: the metrics port a deployment sets (a container's env), which
+    wins over `lora_router.metrics_port`, so the mounted router config can stay the guide's file."""
+    value = os.environ.get(METRICS_PORT_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        logger.warning("%s=%r is not a port number; ignored", METRICS_PORT_ENV, value)
+        return None
+    return int(value)
 
 
 def _ensure_audit_handler() -> None:

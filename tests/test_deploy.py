@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import httpx
 import pytest
 import yaml
 
 from litellm_lora_router import load_config
+from litellm_lora_router.litellm_adapter import METRICS_PORT_ENV
+from litellm_lora_router.processes import free_port
 from litellm_lora_router.readiness import READY_FILE_ENV
 
 from .conftest import DEFAULT_LITELLM_CONFIG, ROOT, StandIn, launch_proxy
@@ -139,11 +142,11 @@ def test_ports_agree() -> None:
     assert proxy["deploy"]["replicas"] == 2 and proxy["ports"] == ["4000-4001:4000"]
 
 
-def test_prometheus_scrapes_every_proxy_replica_on_its_port() -> None:
+def test_prometheus_scrapes_every_proxy_replica_on_its_metrics_port() -> None:
     prometheus = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
     [job] = [j for j in prometheus["scrape_configs"] if j["job_name"] == "lora-router"]
     [sd] = job["dns_sd_configs"]
-    assert sd["names"] == ["proxy"] and sd["port"] == int(option(SERVICES["proxy"]["command"], "--port"))
+    assert sd["names"] == ["proxy"] and sd["port"] == int(SERVICES["proxy"]["environment"][METRICS_PORT_ENV])
     assert job["metrics_path"] == "/metrics"
 
 
@@ -198,7 +201,9 @@ def test_kubernetes_example_agrees_with_the_configs() -> None:
     assert {p["name"]: p["containerPort"] for p in container["ports"]}["http"] == port
     assert container["startupProbe"]["httpGet"]["path"] == "/health/liveliness"
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-    assert int(annotations["prometheus.io/port"]) == port and annotations["prometheus.io/path"] == "/metrics"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert int(annotations["prometheus.io/port"]) == int(env[METRICS_PORT_ENV]) == ports["metrics"]
+    assert annotations["prometheus.io/path"] == "/metrics"
     redis_host = urlparse(env["REDIS_URL"]).hostname
     assert ("Service", redis_host) in kinds and ("Service", "lora-router") in kinds
     selector = kinds[("Service", "lora-router")]["spec"]["selector"]
@@ -220,11 +225,14 @@ def test_a_starting_proxy_is_not_ready_until_its_router_is(tmp_path: Path, monke
     assert not ready.exists()
 
 
-def test_proxy_signals_readiness_once_models_are_loaded(standin: StandIn, logs_dir: Path, tmp_path: Path) -> None:
+def test_proxy_signals_readiness_and_serves_metrics_where_the_env_says(standin: StandIn, logs_dir: Path,
+                                                                     tmp_path: Path) -> None:
     ready = tmp_path / "state" / "ready"
     ready.parent.mkdir()
     ready.write_text("left by an earlier process")
-    proxy = launch_proxy(standin, logs_dir, extra_env={READY_FILE_ENV: str(ready)})
+    metrics_port = free_port()
+    env = {READY_FILE_ENV: str(ready), METRICS_PORT_ENV: str(metrics_port)}
+    proxy = launch_proxy(standin, logs_dir, extra_env=env)
     try:
         deadline = time.monotonic() + 60
         while not (ready.exists() and ready.read_text().startswith("{")) and time.monotonic() < deadline:
@@ -232,5 +240,9 @@ def test_proxy_signals_readiness_once_models_are_loaded(standin: StandIn, logs_d
         signal = json.loads(ready.read_text())
         assert signal["ready"] is True and signal["methods"] == ["keyword", "domain"]
         assert signal["pid"] == proxy.service.process.pid  # written by the proxy process itself
+        routed = proxy.chat({"model": "MoM", "messages": [{"role": "user", "content": "python decorators?"}]})
+        assert routed.status_code == 200
+        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        assert 'llm_routing_reason_codes_total{' in metrics  # the plugin's metrics, on the env's port
     finally:
         proxy.service.stop()

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from litellm_lora_router import LoraRouter, parse_config
-from litellm_lora_router.classifiers.encoders import ENCODER_ID, ENCODER_IDS
+from litellm_lora_router.classifiers.encoders import ENCODER_ID
 from litellm_lora_router.processes import Service, free_port, start_standin
 
 from .conftest import ROOT
@@ -29,7 +29,7 @@ CHAT_EVAL = [json.loads(line) for line in CHAT_EVAL_FILE.read_text().splitlines(
 
 
 def pooling_args(api_key: str | None = API_KEY) -> list[str]:
-    args = ["--embedding-model", *ENCODER_IDS, "--classify-model", str(MOM_DIR),
+    args = ["--embedding-model", ENCODER_ID, "--classify-model", str(MOM_DIR),
             "--classify-model-name", "mom-classifier"]
     return [*args, "--api-key", api_key] if api_key else args
 
@@ -50,10 +50,30 @@ def remote(url: str, **options: Any) -> dict[str, Any]:
     return {"base_url": url, "api_key": API_KEY, **options}
 
 
-def encoder_raw(url: str, **options: Any) -> dict[str, Any]:
-    """Embedding rules and the guide's head, both over the remote encoder."""
-    return guide_raw(embedding_rules=EMBEDDING_RULES,
-                     lora_router={"encoder": {"backend": "openai", "remote": remote(url + "/v1", **options)}})
+@pytest.fixture(scope="module")
+def minilm_head(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A head over all-MiniLM-L6-v2, an encoder vLLM and text-embeddings-inference can serve (the
+    shipped heads read multilingual USE, which they cannot), trained on the package's seed queries."""
+    from litellm_lora_router.training import train_domain
+
+    seed = ROOT / "litellm_lora_router" / "defaults" / "seed_chat_queries.jsonl"
+    rows = [(r["text"], r["label"]) for r in map(json.loads, seed.read_text().splitlines()) if r]
+    out = tmp_path_factory.mktemp("minilm-head")
+    train_domain(rows, out, encoders=[ENCODER_ID])
+    return out
+
+
+def minilm_raw(head: Path, **changes: Any) -> dict[str, Any]:
+    """Embedding rules and a MiniLM head, the encoder local (ONNX)."""
+    raw = guide_raw(embedding_rules=EMBEDDING_RULES, **changes)
+    raw["classifier"]["category_model"].update(model_id=str(head),
+                                               category_mapping_path=str(head / "category_mapping.json"))
+    return raw
+
+
+def encoder_raw(url: str, head: Path, **options: Any) -> dict[str, Any]:
+    """Embedding rules and a MiniLM head, both over the remote encoder."""
+    return minilm_raw(head, lora_router={"encoder": {"backend": "openai", "remote": remote(url + "/v1", **options)}})
 
 
 def classify_raw(url: str, mapping: bool = True, **options: Any) -> dict[str, Any]:
@@ -79,9 +99,9 @@ def assert_same(served: list[tuple[Any, ...]], local: list[tuple[Any, ...]]) -> 
     assert [d[-1] for d in served] == pytest.approx([d[-1] for d in local], abs=1e-5)
 
 
-async def test_remote_encoder_gives_the_local_decisions(pooling: Service) -> None:
-    local = await decisions(LoraRouter.from_config(parse_config(guide_raw(embedding_rules=EMBEDDING_RULES))))
-    served = await decisions(LoraRouter.from_config(parse_config(encoder_raw(pooling.url))))
+async def test_remote_encoder_gives_the_local_decisions(pooling: Service, minilm_head: Path) -> None:
+    local = await decisions(LoraRouter.from_config(parse_config(minilm_raw(minilm_head))))
+    served = await decisions(LoraRouter.from_config(parse_config(encoder_raw(pooling.url, minilm_head))))
     assert_same(served, local)
     assert {d[2] for d in local} >= {"embedding", "domain"}  # both methods used the encoder
 
@@ -94,9 +114,9 @@ async def test_vllm_classify_gives_the_local_decisions(pooling: Service, mapping
     assert sum(d[2] == "domain" for d in local) > 30
 
 
-async def test_requests_have_the_documented_shapes(pooling: Service) -> None:
+async def test_requests_have_the_documented_shapes(pooling: Service, minilm_head: Path) -> None:
     httpx.delete(pooling.url + "/_devserver/requests")
-    raw = encoder_raw(pooling.url, truncate_prompt_tokens=256)
+    raw = encoder_raw(pooling.url, minilm_head, truncate_prompt_tokens=256)
     raw["classifier"]["category_model"] = classify_raw(pooling.url)["classifier"]["category_model"]
     router = LoraRouter.from_config(parse_config(raw))
     assert await router.start() == []  # example phrases encoded, /classify answered
@@ -152,12 +172,13 @@ async def test_dead_remote_falls_back_opens_the_breaker_and_recovers(logs_dir: P
         server.stop()
 
 
-async def test_slow_remote_falls_back_within_the_budget(pooling: Service) -> None:
+async def test_slow_remote_falls_back_within_the_budget(pooling: Service, minilm_head: Path) -> None:
     stall = {"delay_s": 3}  # the stand-in's injected fault: its pooling models answer after 3 s
-    for model in (*ENCODER_IDS, "mom-classifier"):
+    for model in (ENCODER_ID, "mom-classifier"):
         httpx.post(pooling.url + "/_devserver/faults", json={"model": model, **stall})
     try:
-        for raw in (classify_raw(pooling.url, timeout_seconds=5), encoder_raw(pooling.url, timeout_seconds=5)):
+        for raw in (classify_raw(pooling.url, timeout_seconds=5),
+                    encoder_raw(pooling.url, minilm_head, timeout_seconds=5)):
             raw["lora_router"] = {**raw.get("lora_router", {}), "classification_timeout_seconds": 0.3}
             router = LoraRouter.from_config(parse_config(raw))
             started = time.monotonic()
@@ -166,13 +187,13 @@ async def test_slow_remote_falls_back_within_the_budget(pooling: Service) -> Non
             assert time.monotonic() - started < stall["delay_s"]  # it did not wait for the server's answer
             await router.aclose()
     finally:
-        for model in (*ENCODER_IDS, "mom-classifier"):
+        for model in (ENCODER_ID, "mom-classifier"):
             httpx.post(pooling.url + "/_devserver/faults", json={"model": model})
 
 
-async def test_remote_readiness_waits_for_the_server(logs_dir: Path) -> None:
+async def test_remote_readiness_waits_for_the_server(logs_dir: Path, minilm_head: Path) -> None:
     port = free_port()
-    router = LoraRouter.from_config(parse_config(encoder_raw(f"http://127.0.0.1:{port}")))
+    router = LoraRouter.from_config(parse_config(encoder_raw(f"http://127.0.0.1:{port}", minilm_head)))
     waiting = asyncio.ensure_future(router.until_ready(retry_seconds=0.2))
     await asyncio.sleep(1.0)
     assert not waiting.done()  # no server: not ready
