@@ -16,6 +16,7 @@ the adapter its conversation started on, on every replica, without any state.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from itertools import islice
 from typing import Any, Literal
 
 from .errors import RequestShapeError
@@ -141,14 +142,10 @@ def person_turns(request: Mapping[str, Any], fmt: ApiFormat, newest: int | None 
     user turn (a request holding only a system prompt) the text of the other messages stands in.
     Reading stops once `newest` turns are found, so a long conversation costs no more than a short one.
     """
-    found: list[str] = []
-    for text in _user_texts_newest_first(request, fmt):
-        found.append(text)
-        if newest is not None and len(found) >= newest:
-            break
+    found = list(islice(_user_texts_newest_first(request, fmt), newest))
     if not found:
-        found = [t for t in (_person_text(m.get("content"), fmt) for m in reversed(_messages(request, fmt))
-                             if _is_message(m, fmt)) if t][:newest]
+        others = (_person_text(m.get("content"), fmt) for m in reversed(_messages(request, fmt)) if _is_message(m, fmt))
+        found = list(islice((text for text in others if text), newest))
     return found[::-1]
 
 
