@@ -16,6 +16,7 @@ the adapter its conversation started on, on every replica, without any state.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from itertools import islice
 from typing import Any, Literal
 
 from .errors import RequestShapeError
@@ -141,51 +142,43 @@ def person_turns(request: Mapping[str, Any], fmt: ApiFormat, newest: int | None 
     user turn (a request holding only a system prompt) the text of the other messages stands in.
     Reading stops once `newest` turns are found, so a long conversation costs no more than a short one.
     """
-    found: list[str] = []
-    for text in _user_texts_newest_first(request, fmt):
-        found.append(text)
-        if newest is not None and len(found) >= newest:
-            break
+    found = list(islice(_user_texts_newest_first(request, fmt), newest))
     if not found:
-        found = [t for t in (_person_text(m.get("content"), fmt) for m in reversed(_messages(request, fmt))
-                             if _is_message(m, fmt)) if t][:newest]
+        others = (_person_text(m.get("content"), fmt) for m in reversed(_messages(request, fmt)) if _is_message(m, fmt))
+        found = list(islice((text for text in others if text), newest))
     return found[::-1]
-
-
-def _fail(param: str, expected: str) -> RequestShapeError:
-    return RequestShapeError(param, expected)
 
 
 def _check_content(content: Any, param: str, fmt: ApiFormat, allow_none: bool) -> None:
     if isinstance(content, str) or (content is None and allow_none):
         return
     if not isinstance(content, list):
-        raise _fail(param, "a string or an array of content parts")
+        raise RequestShapeError(param, "a string or an array of content parts")
     known = _KNOWN_PARTS[fmt]
     for j, part in enumerate(content):
         if not isinstance(part, Mapping):
-            raise _fail(f"{param}[{j}]", "a content part object")
+            raise RequestShapeError(f"{param}[{j}]", "a content part object")
         kind = part.get("type")
         if not isinstance(kind, str) or kind not in known:
-            raise _fail(f"{param}[{j}].type", "one of " + ", ".join(sorted(known)))
+            raise RequestShapeError(f"{param}[{j}].type", "one of " + ", ".join(sorted(known)))
         if kind in _TEXT_PARTS[fmt] and not isinstance(part.get("text"), str):
-            raise _fail(f"{param}[{j}].text", "a string")
+            raise RequestShapeError(f"{param}[{j}].text", "a string")
 
 
 def _check_messages(items: Any, param: str, fmt: ApiFormat) -> None:
     if not isinstance(items, list):
-        raise _fail(param, "an array of messages")
+        raise RequestShapeError(param, "an array of messages")
     roles = ("user", "assistant") if fmt == "anthropic" else None
     for i, item in enumerate(items):
         if not isinstance(item, Mapping):
-            raise _fail(f"{param}[{i}]", "an object")
+            raise RequestShapeError(f"{param}[{i}]", "an object")
         if fmt == "responses" and not _is_message(item, fmt):
             if not isinstance(item.get("type"), str):
-                raise _fail(f"{param}[{i}].type", "a string")
+                raise RequestShapeError(f"{param}[{i}].type", "a string")
             continue
         role = item.get("role")
         if not isinstance(role, str) or (roles is not None and role not in roles):
-            raise _fail(f"{param}[{i}].role", " or ".join(roles) if roles else "a string")
+            raise RequestShapeError(f"{param}[{i}].role", " or ".join(roles) if roles else "a string")
         _check_content(item.get("content"), f"{param}[{i}].content", fmt, allow_none=role != "user")
 
 
@@ -201,21 +194,21 @@ def check_shape(request: Mapping[str, Any], fmt: ApiFormat) -> None:
         if not isinstance(request.get("input"), str):
             _check_messages(request.get("input"), "input", fmt)
         if request.get("instructions") is not None and not isinstance(request.get("instructions"), str):
-            raise _fail("instructions", "a string")
+            raise RequestShapeError("instructions", "a string")
     elif fmt == "anthropic":
         _check_messages(request.get("messages"), "messages", fmt)
         system = request.get("system")
         if system is not None and not isinstance(system, str):
             if not isinstance(system, list):
-                raise _fail("system", "a string or an array of text blocks")
+                raise RequestShapeError("system", "a string or an array of text blocks")
             for j, block in enumerate(system):
                 is_text = isinstance(block, Mapping) and block.get("type") == "text"
                 if not (is_text and isinstance(block.get("text"), str)):
-                    raise _fail(f"system[{j}]", "a text block")
+                    raise RequestShapeError(f"system[{j}]", "a text block")
     else:
         prompt = request.get("prompt")
         if not _is_prompt(prompt):
-            raise _fail("prompt", "a string, an array of strings, or an array of token ids")
+            raise RequestShapeError("prompt", "a string, an array of strings, or an array of token ids")
 
 
 def _is_prompt(prompt: Any) -> bool:

@@ -157,16 +157,10 @@ class LoraRouterHook(CustomGuardrail):
         model = data.get("model")
         api_format = CALL_TYPE_FORMATS.get(str(getattr(call_type, "value", call_type)))
         routed_request = api_format is not None and router.is_auto_model(model)
-        if not routed_request and model not in router.config.adapter_names:
+        if not routed_request:
+            self._check_direct_call(router, user_api_key_dict, model)
             return None
         policy = self._policy(router, user_api_key_dict)
-        if not routed_request:
-            if not policy.allows_adapter(str(model)):
-                raise ProxyException(
-                    message=f"This key may not call the adapter `{model}` directly: it is outside the key's or "
-                    f"team's lora_router.allowed_adapters. Ask for `{router.config.auto_model_name}` instead.",
-                    type=ProxyErrorTypes.key_model_access_denied, param="model", code=403)
-            return None
         assert api_format is not None
         try:
             check_shape(data, api_format)
@@ -200,6 +194,21 @@ class LoraRouterHook(CustomGuardrail):
         if not isinstance(headers, DecisionHeaders):  # only what this plugin computed, never the client's
             return None
         return {**headers, **served_model_headers(headers, _served_model_group(response))}
+
+    def _check_direct_call(self, router: LoraRouter, auth: UserAPIKeyAuth, model: Any) -> None:
+        """A request that names adapters itself is refused (403) when one is outside the key's or
+        team's `allowed_adapters`; every name in a model list counts."""
+        declared = router.config.adapter_names
+        adapters = [name for name in _requested_models(model) if name in declared]
+        if not adapters:
+            return
+        policy = self._policy(router, auth)
+        refused = next((name for name in adapters if not policy.allows_adapter(name)), None)
+        if refused is not None:
+            raise ProxyException(
+                message=f"This key may not call the adapter `{refused}` directly: it is outside the key's or "
+                f"team's lora_router.allowed_adapters. Ask for `{router.config.auto_model_name}` instead.",
+                type=ProxyErrorTypes.key_model_access_denied, param="model", code=403)
 
     def _policy(self, router: LoraRouter, auth: UserAPIKeyAuth) -> TenantPolicy:
         """The key's and team's policy; what is malformed is logged (once in a while), naming the
@@ -247,6 +256,13 @@ def _litellm_vllm_servers() -> dict[str, list[VllmServer]]:
             if server not in servers.setdefault(name, []):
                 servers[name].append(server)
     return servers
+
+
+def _requested_models(model: Any) -> list[str]:
+    """The model names a request's `model` asks for, read the way LiteLLM's key checks and batch
+    completions read it: a comma-separated string, or a list of such strings."""
+    values = model if isinstance(model, (list, tuple, set)) else [model]
+    return [name.strip() for value in values if isinstance(value, str) for name in value.split(",") if name.strip()]
 
 
 def metadata_key(data: dict[str, Any]) -> str:

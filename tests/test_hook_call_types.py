@@ -8,7 +8,7 @@ import copy
 from typing import Any
 
 import pytest
-from litellm.proxy._types import UserAPIKeyAuth
+from litellm.proxy._types import ProxyException, UserAPIKeyAuth
 
 from litellm_lora_router.classifiers import KeywordClassifier
 from litellm_lora_router.config import parse_config
@@ -114,3 +114,16 @@ async def test_client_cannot_write_the_plugins_headers_fields_or_tags() -> None:
         assert "mine" in metadata["tags"]
         headers = await target.async_post_call_response_headers_hook(routed, UserAPIKeyAuth(), response=None)
         assert "access-control-allow-origin" not in (headers or {})
+
+
+@pytest.mark.parametrize("model", ["code-lora,math-lora", " code-lora", ["code-lora"], ["math-lora, code-lora"]])
+async def test_adapter_in_a_model_list_is_held_to_allowed_adapters(model: Any) -> None:
+    """LiteLLM reads `model` as a comma-separated list (batch completions) and takes lists of names:
+    every adapter named in it is checked. Fails on the old code, which matched the whole value."""
+    auth = UserAPIKeyAuth(metadata={"lora_router": {"allowed_adapters": ["math-lora"]}})
+    body = {"model": model, "messages": CHAT["messages"], "metadata": {}}
+    with pytest.raises(ProxyException) as refused:
+        await hook().async_pre_call_hook(auth, None, body, "acompletion")
+    assert refused.value.code == "403" and "code-lora" in refused.value.message
+    allowed = {"model": "math-lora, qwen3-8b", "messages": CHAT["messages"], "metadata": {}}
+    assert await hook().async_pre_call_hook(auth, None, allowed, "acompletion") is None
