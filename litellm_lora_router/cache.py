@@ -38,6 +38,9 @@ logger = logging.getLogger("litellm_lora_router")
 
 #: Bump when the stored value's shape changes: old entries are then simply never read.
 FORMAT_VERSION = "v2"
+#: The longest value this codec writes or reads: a longer one is not stored, and read it is a miss
+#: (nothing read from Redis is parsed unbounded on the event loop).
+MAX_VALUE_BYTES = 64 * 1024
 #: Where the HMAC secret comes from when `classification_cache.hash_secret` is not set.
 SECRET_ENV = "LORA_ROUTER_CACHE_SECRET"
 
@@ -76,22 +79,28 @@ class ClassificationCodec:
         return cls([(rule.category, rule.keywords) for rule in config.keyword_rules])
 
     def encode(self, c: Classification) -> str | None:
-        """None when matched keywords cannot be expressed as indexes (then nothing is stored)."""
+        """None when matched keywords cannot be expressed as indexes, or the value would be longer
+        than `MAX_VALUE_BYTES` (then nothing is stored)."""
         matched = self._indexes(c.category, c.matched_keywords)
         if matched is None:
             return None
-        return json.dumps(
+        value = json.dumps(
             {"c": c.category, "p": round(c.confidence, 6), "m": c.method, "r": c.reason, "x": c.candidate,
              "k": matched, "t": c.truncated, "l": c.lora_name, "o": c.model, "u": c.use_reasoning,
              "s": c.system_prompt},
             separators=(",", ":"),
         )
+        return value if len(value.encode()) <= MAX_VALUE_BYTES else None
 
     def decode(self, value: str | bytes) -> Classification | None:
         """None for anything that is not a value this codec wrote (then it is a miss)."""
+        if len(value) > MAX_VALUE_BYTES:
+            return None
         try:
             d = json.loads(value)
             if not isinstance(d, Mapping) or not isinstance(d["p"], int | float) or not isinstance(d["m"], str):
+                return None
+            if not 0.0 <= d["p"] <= 1.0:  # also refuses NaN
                 return None
             text_fields = [d[k] for k in ("c", "r", "x", "l", "o", "s")]
             if not all(v is None or isinstance(v, str) for v in text_fields) or not isinstance(d["t"], bool):
@@ -117,6 +126,8 @@ class ClassificationCodec:
         if indexes == []:
             return ()
         rule, positions = indexes
+        if not isinstance(rule, int) or not 0 <= rule < len(self._rules):
+            raise IndexError(rule)
         keywords = self._rules[rule][1]
         if not all(isinstance(p, int) and 0 <= p < len(keywords) for p in positions):
             raise IndexError(rule)
@@ -246,7 +257,8 @@ class ClassificationCache:
             before = breaker.state
             breaker.record_failure()
             if breaker.state != before:
-                logger.warning("classification cache: redis unavailable (%s); circuit breaker %s", type(exc).__name__, breaker.state)
+                logger.warning("classification cache: redis unavailable (%s); circuit breaker %s",
+                               type(exc).__name__, breaker.state)
             raise CacheUnavailable(type(exc).__name__) from exc
         finally:
             self._telemetry.cache_operation("redis", name, time.perf_counter() - started)

@@ -22,7 +22,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,6 +72,18 @@ class StandInState:
     def record(self, path: str, body: dict[str, Any]) -> None:
         self.requests.append(body)
         self.paths.append(path)
+
+    async def inject(self, model: str) -> JSONResponse | None:
+        """The model's injected fault (a stall, then an error status), then the server-wide
+        latency; the error response when the fault has a status."""
+        fault = self.faults.get(model)
+        if fault is not None and fault.delay_s:
+            await asyncio.sleep(fault.delay_s)
+        if fault is not None and fault.status:
+            return error_response("Injected failure (stand-in fault).", "InternalServerError", fault.status)
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        return None
 
 
 def error_response(message: str, err_type: str, status: int, param: str | None = None) -> JSONResponse:
@@ -161,6 +173,19 @@ async def _stream_chat(body: dict[str, Any], text: str) -> AsyncIterator[bytes]:
     if (body.get("stream_options") or {}).get("include_usage"):
         yield _sse({**base, "choices": [], "usage": _usage(body, text)})
     yield b"data: [DONE]\n\n"
+
+
+def _chat_completion(body: dict[str, Any], text: str) -> dict[str, Any]:
+    """vLLM's `/v1/chat/completions` body (`object: chat.completion`)."""
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                     "finish_reason": "stop"}],
+        "usage": _usage(body, text),
+    }
 
 
 def _completion(body: dict[str, Any], text: str) -> dict[str, Any]:
@@ -286,54 +311,30 @@ def create_app(state: StandInState, pooling: PoolingModels | None = None) -> Fas
         model = body.get("model")
         if not isinstance(model, str) or not state.serves(model):
             return body, error_response(f"The model `{model}` does not exist.", "NotFoundError", 404, "model")
-        fault = state.faults.get(model)
-        if fault is not None and fault.delay_s:
-            await asyncio.sleep(fault.delay_s)
-        if fault is not None and fault.status:
-            return body, error_response("Injected failure (stand-in fault).", "InternalServerError", fault.status)
-        if state.latency_s:
-            await asyncio.sleep(state.latency_s)
-        return body, None
+        return body, await state.inject(model)
+
+    async def answer(request: Request, build: Callable[[dict[str, Any], str], dict[str, Any]],
+                     stream: Callable[[dict[str, Any], str], AsyncIterator[bytes]]) -> Response:
+        """One generation API: the recorded body's reply text, as one JSON body or as a stream."""
+        body, refused = await receive(request)
+        if refused is not None:
+            return refused
+        text = _reply_text(body)
+        if body.get("stream"):
+            return StreamingResponse(stream(body, text), media_type="text/event-stream")
+        return JSONResponse(build(body, text))
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(request: Request) -> Response:
-        body, refused = await receive(request)
-        if refused is not None:
-            return refused
-        text = _reply_text(body)
-        if body.get("stream"):
-            return StreamingResponse(_stream_chat(body, text), media_type="text/event-stream")
-        return JSONResponse(
-            {
-                "id": f"chatcmpl-{uuid.uuid4().hex}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                             "finish_reason": "stop"}],
-                "usage": _usage(body, text),
-            }
-        )
+        return await answer(request, _chat_completion, _stream_chat)
 
     @app.post("/v1/completions", response_model=None)
     async def completions(request: Request) -> Response:
-        body, refused = await receive(request)
-        if refused is not None:
-            return refused
-        text = _reply_text(body)
-        if body.get("stream"):
-            return StreamingResponse(_stream_completion(body, text), media_type="text/event-stream")
-        return JSONResponse(_completion(body, text))
+        return await answer(request, _completion, _stream_completion)
 
     @app.post("/v1/responses", response_model=None)
     async def responses(request: Request) -> Response:
-        body, refused = await receive(request)
-        if refused is not None:
-            return refused
-        text = _reply_text(body)
-        if body.get("stream"):
-            return StreamingResponse(_stream_response(body, text), media_type="text/event-stream")
-        return JSONResponse(_response(body, text))
+        return await answer(request, _response, _stream_response)
 
     @app.post("/v1/load_lora_adapter", response_model=None)
     async def load_lora_adapter(request: Request) -> Response:

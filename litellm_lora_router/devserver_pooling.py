@@ -97,15 +97,8 @@ def add_pooling_routes(app: FastAPI, state: StandInState, models: PoolingModels)
         if texts is None:
             message = "`input` must be a string or a list of strings."
             return body, model, [], error_response(message, "BadRequestError", 400, "input")
-        fault = state.faults.get(model)  # POST /_devserver/faults, as for the chat models
-        if fault is not None and fault.delay_s:
-            await asyncio.sleep(fault.delay_s)
-        if fault is not None and fault.status:
-            return body, model, [], error_response("Injected failure (stand-in fault).", "InternalServerError",
-                                                   fault.status)
-        if state.latency_s:
-            await asyncio.sleep(state.latency_s)
-        return body, model, texts, None
+        refused = await state.inject(model)  # POST /_devserver/faults, as for the chat models
+        return body, model, texts if refused is None else [], refused
 
     @app.post("/v1/embeddings", response_model=None)
     async def embeddings(request: Request) -> Response:

@@ -94,6 +94,16 @@ def test_codec_keeps_every_decision_field_and_no_words() -> None:
                 "l": None, "o": None, "u": None, "s": None}),
     json.dumps({"c": "technical", "p": 1.0, "m": "mcp", "r": None, "x": None, "k": [], "t": False,
                 "l": 5, "o": None, "u": "yes", "s": None}),
+    # a confidence no classifier gives (it would pass any threshold), a rule index counted from
+    # the end, and a value bigger than any this codec writes
+    json.dumps({"c": "technical", "p": 7.0, "m": "keyword", "r": None, "x": None, "k": [], "t": False,
+                "l": None, "o": None, "u": None, "s": None}),
+    '{"c": "technical", "p": NaN, "m": "keyword", "r": null, "x": null, "k": [], "t": false, "l": null, '
+    '"o": null, "u": null, "s": null}',
+    json.dumps({"c": "technical", "p": 1.0, "m": "keyword", "r": None, "x": None, "k": [-1, [0]], "t": False,
+                "l": None, "o": None, "u": None, "s": None}),
+    json.dumps({"c": "technical", "p": 1.0, "m": "mcp", "r": None, "x": None, "k": [], "t": False,
+                "l": None, "o": None, "u": None, "s": "x" * 1_000_000}),
 ])
 async def test_undecodable_value_is_a_miss_not_an_error(value: str) -> None:
     client = fakeredis.FakeAsyncRedis()

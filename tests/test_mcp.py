@@ -17,8 +17,9 @@ import yaml
 from litellm_lora_router import LoraRouter, parse_config
 from litellm_lora_router.cache import SECRET_ENV, ClassificationCache, ClassificationCodec
 from litellm_lora_router.classifiers import Caller
-from litellm_lora_router.classifiers.mcp import discover_tool
+from litellm_lora_router.classifiers.mcp import McpClassifier, discover_tool
 from litellm_lora_router.cli import main as cli
+from litellm_lora_router.errors import ClassifierError
 from litellm_lora_router.processes import Service, free_port, start_service, start_standin, tcp_ready
 
 from .conftest import ROOT, Proxy, StandIn, launch_proxy
@@ -96,6 +97,28 @@ async def test_crashing_server_is_restarted_and_routing_resumes() -> None:
         assert again.decision.model == "acme-support-lora"
     finally:
         await router.aclose()
+
+
+@pytest.mark.parametrize("reply", [
+    {"class": "technical", "confidence": "high"},
+    {"class": "technical", "confidence": float("nan")},
+    {"class": "technical", "confidence": 7.0},
+    {"class": "technical", "confidence": 0.9, "system_prompt": {"role": "system"}},
+    {"class": "technical", "confidence": 0.9, "system_prompt": "x" * 100_000},
+])
+async def test_an_unusable_reply_is_a_classifier_error(monkeypatch: pytest.MonkeyPatch, reply: dict[str, Any]) -> None:
+    """A confidence that is no probability (it would pass any threshold) or a system prompt that is
+    not a bounded string fails the call (the router falls back) and counts in the breaker."""
+    classifier = McpClassifier(parse_config(example_raw()).classifier.mcp_category_model)
+
+    async def answer(connection: Any, arguments: dict[str, Any]) -> dict[str, Any]:
+        return reply
+
+    monkeypatch.setattr(classifier, "_call", answer)
+    monkeypatch.setattr(classifier._session, "connection", lambda: None)
+    with pytest.raises(ClassifierError):
+        await classifier.classify([QUESTION])
+    assert classifier.breaker.consecutive == 1
 
 
 def calls_logged(log: Path) -> list[dict[str, Any]]:

@@ -218,12 +218,12 @@ def build(config: RouterConfig, encoding: Callable[[str], EncodingService]) -> D
         return None
     file = str(config.source or "router config")
     mapping = config.resolve_path(model.category_mapping_path) if model.category_mapping_path else None
+    if mapping is not None and not mapping.is_file():
+        raise ConfigError(file, [ConfigIssue("classifier.category_model.category_mapping_path",
+                                             "an existing category_mapping.json", repr(str(mapping)))])
     if model.backend == "vllm":
         from .remote import VllmClassifyModel
 
-        if mapping is not None and not mapping.is_file():
-            raise ConfigError(file, [ConfigIssue("classifier.category_model.category_mapping_path",
-                                                 "an existing category_mapping.json", repr(str(mapping)))])
         labels = read_mapping(mapping) if mapping is not None else []
         return DomainClassifier(VllmClassifyModel(model, config.lora_router.encoder), labels, model.threshold,
                                 config.category_for_label)
@@ -233,9 +233,6 @@ def build(config: RouterConfig, encoding: Callable[[str], EncodingService]) -> D
             "classifier.category_model.model_id",
             "an existing model directory (`lora-router train-defaults` builds the guide's models/ ones)",
             repr(str(model_dir)))])
-    if mapping is not None and not mapping.is_file():
-        raise ConfigError(file, [ConfigIssue("classifier.category_model.category_mapping_path",
-                                             "an existing category_mapping.json", repr(str(mapping)))])
     try:
         return DomainClassifier.load(model, model_dir, mapping, encoding, config.lora_router.encoder,
                                      config.category_for_label)

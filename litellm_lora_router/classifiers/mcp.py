@@ -34,6 +34,9 @@ __all__ = ["McpClassifier", "build", "discover_tool"]
 
 logger = logging.getLogger("litellm_lora_router")
 
+#: The longest system prompt a server may set (it goes into the request sent to vLLM).
+MAX_SYSTEM_PROMPT_CHARS = 32_768
+
 PREFERRED_TOOL_NAMES = ("classify_text", "classify", "categorize", "categorize_text")
 
 
@@ -241,6 +244,7 @@ class McpClassifier:
         try:
             async with asyncio.timeout(self.timeout_seconds):
                 payload = await self._call(connection, arguments)
+            classification = self._classification(payload)
         except TimeoutError as exc:
             self.record_timeout(connection)
             raise ClassifierTimeout(self.method, f"no answer within {self.timeout_seconds}s") from exc
@@ -252,7 +256,7 @@ class McpClassifier:
             self._session.replace(connection)
             raise ClassifierError(self.method, f"{type(exc).__name__}: {exc}") from exc
         self.breaker.record_success()
-        return self._classification(payload)
+        return classification
 
     async def _call(self, connection: _Connection, arguments: dict[str, Any]) -> dict[str, Any]:
         async with connection.use() as session:
@@ -261,9 +265,15 @@ class McpClassifier:
             return _result_json(await session.call_tool(self._tool, arguments))
 
     def _classification(self, payload: Mapping[str, Any]) -> Classification:
+        """The reply as a classification; `ClassifierError` for a confidence that is no
+        probability or a system prompt that is not a string of at most `MAX_SYSTEM_PROMPT_CHARS`."""
         label = payload.get("class")
         label = str(label) if label is not None else None
-        confidence = float(payload.get("confidence", 1.0 if label else 0.0))
+        confidence = payload.get("confidence")
+        confidence = (1.0 if label else 0.0) if confidence is None else confidence
+        if isinstance(confidence, bool) or not isinstance(confidence, int | float) or not 0.0 <= confidence <= 1.0:
+            raise ClassifierError(self.method, "the reply's confidence is not a number in [0, 1]")
+        confidence = float(confidence)
         if label is None:
             return Classification.no_match(self.method)
         if confidence < self.config.threshold:
@@ -271,13 +281,16 @@ class McpClassifier:
         prompt = payload.get("system_prompt")
         if not prompt and not self._configured_prompts.get(label):
             prompt = (self.server_categories.get(label) or {}).get("system_prompt")
+        if prompt and (not isinstance(prompt, str) or len(prompt) > MAX_SYSTEM_PROMPT_CHARS):
+            raise ClassifierError(self.method, f"the reply's system_prompt is not a string of at most "
+                                               f"{MAX_SYSTEM_PROMPT_CHARS} characters")
         reasoning = payload.get("use_reasoning")
         return Classification(
             label, confidence, self.method,
             lora_name=_str_or_none(payload.get("lora_name")),
             model=_str_or_none(payload.get("model")),
             use_reasoning=bool(reasoning) if reasoning is not None else None,
-            system_prompt=str(prompt) if prompt else None,
+            system_prompt=prompt or None,
         )
 
     async def aclose(self) -> None:
