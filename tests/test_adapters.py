@@ -78,8 +78,10 @@ async def test_a_lone_load_slower_than_the_budget_falls_back_then_serves(vllm: S
         await adapters.refresh()
         assert await adapters.ensure("technical-lora") is None
         assert await adapters.ensure("slow-lora") == "adapter_not_loaded"  # still loading
-        await asyncio.sleep(LOAD_LATENCY_S + 0.3)
-        assert await adapters.ensure("slow-lora") is None
+        deadline = time.monotonic() + 30  # the stand-in is a real process: on a busy host the load takes longer
+        while (reason := await adapters.ensure("slow-lora")) is not None and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert reason is None
         assert len(lora_calls(vllm, "slow-lora")) == 1 and "slow-lora" in served(vllm)
     finally:
         await adapters.aclose()
