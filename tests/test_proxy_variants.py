@@ -82,7 +82,9 @@ def test_fallback_sends_no_reasoning_fields(reasoning_setup: tuple[Proxy, StandI
     proxy, qwen, _ = reasoning_setup
     response, received = chat_received(proxy, qwen, "good morning", model="auto")
     assert received["model"] == "qwen3-8b" and "chat_template_kwargs" not in received
+    assert "reasoning_effort" not in received and "reasoning" not in received
     assert response.headers["x-lora-router-fallback"] == "no_match"
+    assert response.headers["x-vsr-selected-reasoning"] == "off"
 
 
 def test_reasoning_effort_reaches_vllm(reasoning_setup: tuple[Proxy, StandIn, StandIn]) -> None:
