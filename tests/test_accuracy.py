@@ -136,24 +136,25 @@ def convo(*turns: str) -> dict[str, Any]:
 
 @pytest.mark.usefixtures("default_models")
 async def test_follow_up_routes_by_the_conversation_and_a_topic_switch_by_its_last_turn() -> None:
-    router = guide_router()
+    conversations = {
+        "follow-up": (
+            ("My knee swells up after every run and it aches at night.",
+             "That can come from overuse or a meniscus problem.",
+             "and how long should I rest it?"),
+            "medical",
+        ),
+        "topic switch": (
+            ("My landlord won't give back my deposit.",
+             "You can send a formal demand letter.",
+             "thanks! unrelated: how do I undo my last git commit but keep the changes?"),
+            "technical",
+        ),
+    }
+    router = guide_router()  # one router for both: building it loads the domain model
     try:
-        follow_up = await router.route(
-            convo(
-                "My knee swells up after every run and it aches at night.",
-                "That can come from overuse or a meniscus problem.",
-                "and how long should I rest it?",
-            )
-        )
-        assert follow_up.decision.category == "medical"
-        switch = await router.route(
-            convo(
-                "My landlord won't give back my deposit.",
-                "You can send a formal demand letter.",
-                "thanks! unrelated: how do I undo my last git commit but keep the changes?",
-            )
-        )
-        assert switch.decision.category == "technical"
+        for name, (turns, category) in conversations.items():
+            routed = await router.route(convo(*turns))
+            assert routed.decision.category == category, name
     finally:
         await router.aclose()
 

@@ -78,8 +78,10 @@ async def test_a_lone_load_slower_than_the_budget_falls_back_then_serves(vllm: S
         await adapters.refresh()
         assert await adapters.ensure("technical-lora") is None
         assert await adapters.ensure("slow-lora") == "adapter_not_loaded"  # still loading
-        await asyncio.sleep(LOAD_LATENCY_S + 0.3)
-        assert await adapters.ensure("slow-lora") is None
+        deadline = time.monotonic() + 30  # the stand-in is a real process: on a busy host the load takes longer
+        while (reason := await adapters.ensure("slow-lora")) is not None and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert reason is None
         assert len(lora_calls(vllm, "slow-lora")) == 1 and "slow-lora" in served(vllm)
     finally:
         await adapters.aclose()
@@ -201,13 +203,21 @@ def test_check_probe_lists_adapters_declared_but_missing(adapter_setup: tuple[Pr
     assert "adapter 'research-lora' is not loaded on" in result.stdout and "loaded on first use from '/adapters/research'" in result.stdout
 
 
-def test_a_missing_adapter_is_served_by_its_base_model(adapter_setup: tuple[Proxy, Path, Path], vllm: StandIn) -> None:
+@pytest.mark.parametrize(
+    ("text", "category", "fallback"),
+    [("Which stock should I buy?", "finance", "adapter_not_loaded"),
+     ("How deep is the ocean?", "ocean", "adapter_server_down")],
+    ids=["missing", "server_down"],
+)
+def test_an_adapter_it_cannot_serve_goes_to_the_base_model(
+    adapter_setup: tuple[Proxy, Path, Path], vllm: StandIn, text: str, category: str, fallback: str
+) -> None:
     proxy = adapter_setup[0]
     vllm.clear()
-    response, answer = ask(proxy, vllm, "Which stock should I buy?")
+    response, answer = ask(proxy, vllm, text)
     assert answer.startswith("[llama2-7b]")
-    assert response.headers["x-lora-router-fallback"] == "adapter_not_loaded"
-    assert response.headers["x-lora-router-category"] == "finance"
+    assert response.headers["x-lora-router-fallback"] == fallback
+    assert response.headers["x-lora-router-category"] == category
     assert response.headers["x-lora-router-adapter"] == "llama2-7b"
     assert [r["model"] for r in vllm.received()] == ["llama2-7b"]
     assert_vllm_never_saw_an_unserved_model(vllm)
@@ -223,14 +233,4 @@ def test_an_adapter_is_loaded_on_demand_once(adapter_setup: tuple[Proxy, Path, P
     assert [c["action"] for c in lora_calls(vllm, "research-lora")] == ["load"]
     assert [c["lora_path"] for c in lora_calls(vllm, "research-lora")] == ["/adapters/research"]
     assert {r["model"] for r in vllm.received()} == {"research-lora"}
-    assert_vllm_never_saw_an_unserved_model(vllm)
-
-
-def test_an_adapter_whose_server_is_down_goes_to_the_base_model(adapter_setup: tuple[Proxy, Path, Path], vllm: StandIn) -> None:
-    proxy = adapter_setup[0]
-    vllm.clear()
-    response, answer = ask(proxy, vllm, "How deep is the ocean?")
-    assert answer.startswith("[llama2-7b]")
-    assert response.headers["x-lora-router-fallback"] == "adapter_server_down"
-    assert response.headers["x-lora-router-category"] == "ocean"
     assert_vllm_never_saw_an_unserved_model(vllm)

@@ -91,31 +91,28 @@ def test_callers_own_tags_filter_as_before(features_proxy: Proxy, standin: Stand
         assert outcomes[0] == (200, ["technical-lora"])
 
 
-def test_adapter_answering_5xx_falls_back_to_the_base_model(features_proxy: Proxy, standin: StandIn) -> None:
+@pytest.mark.parametrize(
+    ("adapter", "text", "fault", "fallback_group"),
+    [
+        ("technical-lora", TECH, {"status": 503}, "MoM"),  # the fallback group serving the base model as `MoM`
+        ("legal-lora", LEGAL, {"delay_s": 8}, "llama2-7b"),  # past the deployment's 2 s timeout
+    ],
+    ids=["answering_5xx", "timing_out"],
+)
+def test_adapter_failing_falls_back_to_the_base_model(
+    features_proxy: Proxy, standin: StandIn, adapter: str, text: str, fault: dict[str, Any], fallback_group: str
+) -> None:
     standin.clear()
-    standin.fault("technical-lora", status=503)
+    standin.fault(adapter, **fault)
     try:
-        response = ask(features_proxy, TECH)
+        response = ask(features_proxy, text)
     finally:
-        standin.fault("technical-lora")
+        standin.fault(adapter)
     assert response.status_code == 200, response.text
-    assert [r["model"] for r in standin.received()] == ["technical-lora", "llama2-7b"]
+    assert [r["model"] for r in standin.received()] == [adapter, "llama2-7b"]
     assert response.json()["choices"][0]["message"]["content"].startswith("[llama2-7b]")
-    assert response.headers["x-lora-router-adapter"] == "technical-lora"  # what the router chose
-    assert response.headers["x-lora-router-served-model"] == "MoM"  # what finally answered: the base model
-
-
-def test_adapter_timing_out_falls_back_to_the_base_model(features_proxy: Proxy, standin: StandIn) -> None:
-    standin.clear()
-    standin.fault("legal-lora", delay_s=8)
-    try:
-        response = ask(features_proxy, LEGAL)
-    finally:
-        standin.fault("legal-lora")
-    assert response.status_code == 200, response.text
-    assert response.json()["choices"][0]["message"]["content"].startswith("[llama2-7b]")
-    assert response.headers["x-lora-router-adapter"] == "legal-lora"
-    assert response.headers["x-lora-router-served-model"] == "llama2-7b"
+    assert response.headers["x-lora-router-adapter"] == adapter  # what the router chose
+    assert response.headers["x-lora-router-served-model"] == fallback_group  # what finally answered
 
 
 def worker_pids(parent: int) -> list[int]:

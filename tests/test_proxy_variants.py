@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -49,14 +50,20 @@ def reasoning_setup(tmp_path_factory: pytest.TempPathFactory, logs_dir: Path) ->
         service.stop()
 
 
+def chat_received(
+    proxy: Proxy, server: StandIn, text: str, model: str = "MoM", **extra: object
+) -> tuple[httpx.Response, dict[str, Any]]:
+    """Send one chat request; return the response and the one request `server` (vLLM) received."""
+    server.clear()
+    response = proxy.chat({"model": model, "messages": [{"role": "user", "content": text}], **extra})
+    assert response.status_code == 200, response.text
+    [received] = server.received()
+    return response, received
+
+
 def test_chat_template_kwargs_reach_vllm_merged(reasoning_setup: tuple[Proxy, StandIn, StandIn]) -> None:
     proxy, qwen, _ = reasoning_setup
-    qwen.clear()
-    body = {"model": "MoM", "messages": [{"role": "user", "content": "python decorators?"}],
-            "chat_template_kwargs": {"custom": "kept"}}
-    response = proxy.chat(body)
-    assert response.status_code == 200, response.text
-    [received] = qwen.received()
+    response, received = chat_received(proxy, qwen, "python decorators?", chat_template_kwargs={"custom": "kept"})
     assert received["model"] == "code-lora"
     assert received["chat_template_kwargs"] == {"custom": "kept", "enable_thinking": True}
     assert received["messages"][0] == {"role": "system", "content": "You code."}
@@ -65,10 +72,7 @@ def test_chat_template_kwargs_reach_vllm_merged(reasoning_setup: tuple[Proxy, St
 
 def test_reasoning_off_is_sent_as_false(reasoning_setup: tuple[Proxy, StandIn, StandIn]) -> None:
     proxy, qwen, _ = reasoning_setup
-    qwen.clear()
-    response = proxy.chat({"model": "auto", "messages": [{"role": "user", "content": "hello there"}]})
-    assert response.status_code == 200, response.text
-    [received] = qwen.received()
+    response, received = chat_received(proxy, qwen, "hello there", model="auto")
     assert received["model"] == "qwen3-8b" and response.headers["x-lora-router-category"] == "chat"
     assert received["chat_template_kwargs"] == {"enable_thinking": False}  # sent, and false: qwen3 thinks by default
     assert response.headers["x-vsr-selected-reasoning"] == "off"
@@ -76,20 +80,16 @@ def test_reasoning_off_is_sent_as_false(reasoning_setup: tuple[Proxy, StandIn, S
 
 def test_fallback_sends_no_reasoning_fields(reasoning_setup: tuple[Proxy, StandIn, StandIn]) -> None:
     proxy, qwen, _ = reasoning_setup
-    qwen.clear()
-    response = proxy.chat({"model": "auto", "messages": [{"role": "user", "content": "good morning"}]})
-    assert response.status_code == 200, response.text
-    [received] = qwen.received()
+    response, received = chat_received(proxy, qwen, "good morning", model="auto")
     assert received["model"] == "qwen3-8b" and "chat_template_kwargs" not in received
+    assert "reasoning_effort" not in received and "reasoning" not in received
     assert response.headers["x-lora-router-fallback"] == "no_match"
+    assert response.headers["x-vsr-selected-reasoning"] == "off"
 
 
 def test_reasoning_effort_reaches_vllm(reasoning_setup: tuple[Proxy, StandIn, StandIn]) -> None:
     proxy, _, oss = reasoning_setup
-    oss.clear()
-    response = proxy.chat({"model": "MoM", "messages": [{"role": "user", "content": "is this contract valid?"}]})
-    assert response.status_code == 200, response.text
-    [received] = oss.received()
+    _, received = chat_received(proxy, oss, "is this contract valid?")
     assert received["model"] == "law-lora"
     assert received["reasoning_effort"] == "medium"
 
@@ -97,11 +97,7 @@ def test_reasoning_effort_reaches_vllm(reasoning_setup: tuple[Proxy, StandIn, St
 def test_callers_explicit_thinking_flag_reaches_vllm(reasoning_setup: tuple[Proxy, StandIn, StandIn]) -> None:
     """Issue 11, item 16: fails on the old code, which overwrote it with the category's value."""
     proxy, qwen, _ = reasoning_setup
-    qwen.clear()
-    body = {"model": "MoM", "messages": [{"role": "user", "content": "python decorators?"}],
-            "chat_template_kwargs": {"enable_thinking": False}}
-    assert proxy.chat(body).status_code == 200
-    [received] = qwen.received()
+    _, received = chat_received(proxy, qwen, "python decorators?", chat_template_kwargs={"enable_thinking": False})
     assert received["model"] == "code-lora" and received["chat_template_kwargs"] == {"enable_thinking": False}
 
 
