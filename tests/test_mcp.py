@@ -105,10 +105,14 @@ async def test_crashing_server_is_restarted_and_routing_resumes() -> None:
     {"class": "technical", "confidence": 7.0},
     {"class": "technical", "confidence": 0.9, "system_prompt": {"role": "system"}},
     {"class": "technical", "confidence": 0.9, "system_prompt": "x" * 100_000},
+    {"class": "x\r\nset-cookie: a=b", "confidence": 0.9, "lora_name": "technical-lora"},
+    {"class": "c" * 5000, "confidence": 0.9, "lora_name": "technical-lora"},
+    {"class": "technical", "confidence": 0.9, "lora_name": "l\r\nx: y"},
 ])
 async def test_an_unusable_reply_is_a_classifier_error(monkeypatch: pytest.MonkeyPatch, reply: dict[str, Any]) -> None:
-    """A confidence that is no probability (it would pass any threshold) or a system prompt that is
-    not a bounded string fails the call (the router falls back) and counts in the breaker."""
+    """A confidence that is no probability (it would pass any threshold), a system prompt that is
+    not a bounded string, or a label or name that could not be a header value (control characters,
+    unbounded length: they reach response headers and logs) fails the call (the router falls back) and counts in the breaker."""
     classifier = McpClassifier(parse_config(example_raw()).classifier.mcp_category_model)
 
     async def answer(connection: Any, arguments: dict[str, Any]) -> dict[str, Any]:
