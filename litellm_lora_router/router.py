@@ -165,16 +165,11 @@ class LoraRouter:
                 break
             started = time.perf_counter()
             try:
-                if context is not None and getattr(classifier, "reads_context", False):
-                    pending = classifier.classify([text], caller, contexts=[context])  # type: ignore[call-arg]
-                else:
-                    pending = classifier.classify([text], caller)
-                [result] = await asyncio.wait_for(pending, remaining)
+                contexts = [context] if context is not None and classifier.reads_context else None
+                [result] = await asyncio.wait_for(classifier.classify([text], caller, contexts), remaining)
             except TimeoutError:
                 logger.warning("%s classifier ran past its %.3fs budget", classifier.method, budget)
-                record_timeout = getattr(classifier, "record_timeout", None)
-                if record_timeout is not None:  # a classifier with a breaker counts it as a failure
-                    record_timeout()
+                classifier.record_timeout()
                 error = error or "ClassifierTimeout"
                 continue
             except Exception as exc:  # a broken classifier must not break the request
@@ -267,7 +262,7 @@ class LoraRouter:
     def _cache_scope(self, caller: Caller) -> str | None:
         """Classifications are made before the tenant's allow-list is applied, so they are shared
         across tenants, unless a classifier sees the caller (MCP): then they are scoped to it."""
-        if any(getattr(c, "caller_dependent", False) for c in self.classifiers):
+        if any(c.caller_dependent for c in self.classifiers):
             return caller.scope()
         return None
 

@@ -21,6 +21,7 @@ from litellm_lora_router import Classification, LoraRouter, parse_config
 from litellm_lora_router.breaker import CircuitBreaker
 from litellm_lora_router.cache import SECRET_ENV, ClassificationCache, ClassificationCodec, cache_key
 from litellm_lora_router.classifiers import KeywordClassifier
+from litellm_lora_router.classifiers.base import Classifier
 from litellm_lora_router.processes import Service, start_redis
 
 from .conftest import DEFAULT_ROUTER_CONFIG, MEDICAL_ONLY_KEY, ROOT, SEEDED_KEYS, Proxy, StandIn, launch_proxy
@@ -45,7 +46,7 @@ def request(text: str) -> dict[str, Any]:
     return {"model": "MoM", "messages": [{"role": "user", "content": text}]}
 
 
-class CountingClassifier:
+class CountingClassifier(Classifier):
     """Wraps the keyword classifier and counts model passes."""
 
     method = "keyword"
@@ -55,7 +56,7 @@ class CountingClassifier:
         self.calls = 0
         self.delay = delay
 
-    async def classify(self, texts: Sequence[str], caller: object = None) -> list[Classification]:
+    async def classify(self, texts: Sequence[str], caller: object = None, contexts: object = None) -> list[Classification]:
         self.calls += 1
         await asyncio.sleep(self.delay)
         return await self.inner.classify(texts, None)
@@ -149,10 +150,10 @@ async def test_hit_applies_the_full_decision() -> None:
 
 
 async def test_errors_are_not_cached() -> None:
-    class Broken:
+    class Broken(Classifier):
         method = "domain"
 
-        async def classify(self, texts: Sequence[str], caller: object = None) -> list[Classification]:
+        async def classify(self, texts: Sequence[str], caller: object = None, contexts: object = None) -> list[Classification]:
             raise RuntimeError("boom")
 
     config = parse_config(raw_config())

@@ -20,6 +20,7 @@ from litellm_lora_router import (
     text_to_classify,
 )
 from litellm_lora_router.classifiers import KeywordClassifier
+from litellm_lora_router.classifiers.base import Classifier
 
 from .conftest import DEFAULT_ROUTER_CONFIG
 
@@ -189,17 +190,17 @@ def test_fallback_changes_only_the_model() -> None:
     assert out == {**body, "model": "qwen3-8b"}
 
 
-class Raising:
+class Raising(Classifier):
     method = "domain"
 
-    async def classify(self, texts: Sequence[str], caller: object = None) -> list[Classification]:
+    async def classify(self, texts: Sequence[str], caller: object = None, contexts: object = None) -> list[Classification]:
         raise RuntimeError("model exploded")
 
 
-class Hanging:
+class Hanging(Classifier):
     method = "embedding"
 
-    async def classify(self, texts: Sequence[str], caller: object = None) -> list[Classification]:
+    async def classify(self, texts: Sequence[str], caller: object = None, contexts: object = None) -> list[Classification]:
         await asyncio.sleep(30)
         return []
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from litellm_lora_router.classifiers.base import Caller, Classification
+from litellm_lora_router.classifiers.base import Caller, Classification, Classifier
 from litellm_lora_router.classifiers.encoders import cut_for_tokenizer
 from litellm_lora_router.config import ReasoningFamily, parse_config
 from litellm_lora_router.decision import Decision
@@ -92,13 +92,13 @@ def test_classified_text_is_bounded_and_fills_history_newest_first() -> None:
     assert not classified_text(["a", "b"], history_window=1, max_chars=200).clipped
 
 
-class _Recorder:
+class _Recorder(Classifier):
     method = "keyword"
 
     def __init__(self) -> None:
         self.seen: list[str] = []
 
-    async def classify(self, texts: list[str], caller: Caller | None = None) -> list[Classification]:
+    async def classify(self, texts: list[str], caller: Caller | None = None, contexts: object = None) -> list[Classification]:
         self.seen.extend(texts)
         return [Classification("code", 1.0, self.method) for _ in texts]
 

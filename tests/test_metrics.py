@@ -18,6 +18,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from litellm_lora_router import Classification, Decision, LoraRouter, Routed, load_config
 from litellm_lora_router.classifiers import KeywordClassifier
+from litellm_lora_router.classifiers.base import Classifier
 from litellm_lora_router.metrics import RouterMetrics
 from litellm_lora_router.processes import start_proxy
 
@@ -107,10 +108,10 @@ def test_the_category_count_keeps_vsr_exact_name() -> None:
 
 
 async def test_classifier_errors_are_timed_too() -> None:
-    class Broken:
+    class Broken(Classifier):
         method = "domain"
 
-        async def classify(self, texts: object, caller: object = None) -> list[Classification]:
+        async def classify(self, texts: object, caller: object = None, contexts: object = None) -> list[Classification]:
             raise RuntimeError("down")
 
     registry = CollectorRegistry()

@@ -14,6 +14,7 @@ import httpx
 import pytest
 import yaml
 
+from litellm_lora_router.classifiers.base import Classifier
 from litellm_lora_router.processes import free_port, proxy_env, start_standin
 
 from .conftest import DEFAULT_LITELLM_CONFIG, DEFAULT_ROUTER_CONFIG, Proxy, StandIn, launch_proxy, new_master_key
@@ -239,13 +240,13 @@ def test_router_is_closed_when_the_proxy_event_loop_shuts_down() -> None:
 
     events: list[str] = []
 
-    class Server:
+    class Server(Classifier):
         method = "mcp"
 
         async def connect(self) -> None:
             events.append("connected")
 
-        async def classify(self, texts: object, caller: object = None) -> list[object]:
+        async def classify(self, texts: object, caller: object = None, contexts: object = None) -> list[object]:
             return []
 
         async def aclose(self) -> None:

@@ -76,7 +76,7 @@ class GatedKeywords(KeywordClassifier):
         super().__init__(config.keyword_rules)
         self.gate = gate
 
-    async def classify(self, texts: Sequence[str], caller: object = None) -> list[Classification]:
+    async def classify(self, texts: Sequence[str], caller: object = None, contexts: object = None) -> list[Classification]:
         await self.gate.wait()
         return await super().classify(texts)
 

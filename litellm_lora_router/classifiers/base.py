@@ -67,10 +67,20 @@ class Classification:
 
 @runtime_checkable
 class Classifier(Protocol):
-    """Batch-first so a micro-batcher can hand a model many texts in one pass."""
+    """Batch-first so a micro-batcher can hand a model many texts in one pass. Classifiers subclass
+    it for the defaults below, so the router asks every one the same questions."""
 
     method: str
+    #: True when the answer may depend on the caller (MCP): cached decisions are then scoped to it.
+    caller_dependent: bool = False
+    #: True when `contexts` (a conversation's user turns joined) is read; else it is ignored.
+    reads_context: bool = False
 
-    async def classify(self, texts: Sequence[str], caller: Caller | None = None) -> list[Classification]:
+    async def classify(self, texts: Sequence[str], caller: Caller | None = None,
+                       contexts: Sequence[str | None] | None = None) -> list[Classification]:
         """One `Classification` per text, in order. Raises `ClassifierError` only on breakage."""
         ...
+
+    def record_timeout(self) -> None:
+        """The router's budget ran out on this classifier: one with a circuit breaker counts it."""
+        return None

@@ -26,7 +26,7 @@ import numpy as np
 from ..batching import MicroBatcher
 from ..config import CategoryModelConfig, EncoderConfig, RouterConfig
 from ..errors import ClassifierError, ConfigError, ConfigIssue
-from .base import Caller, Classification
+from .base import Caller, Classification, Classifier
 from .encoders import ENCODER_IDS, EncodingService, cut_for_tokenizer, limit_torch_threads
 
 __all__ = ["HEAD_FILE", "DomainClassifier", "HeadModel", "SequenceClassifierModel", "build", "head_encoders",
@@ -145,7 +145,7 @@ class SequenceClassifierModel:
         self._batcher.close()
 
 
-class DomainClassifier:
+class DomainClassifier(Classifier):
     method = "domain"
     reads_context = True
 

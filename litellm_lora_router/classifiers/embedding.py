@@ -8,13 +8,13 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..config import EmbeddingRule, RouterConfig
-from .base import Caller, Classification
+from .base import Caller, Classification, Classifier
 from .encoders import EncodingService
 
 __all__ = ["EmbeddingClassifier", "build"]
 
 
-class EmbeddingClassifier:
+class EmbeddingClassifier(Classifier):
     """The best aggregate score over all rules wins, if it clears that rule's threshold.
 
     Example phrases are encoded once: at construction with a local encoder, on `connect()` (or the
@@ -60,7 +60,8 @@ class EmbeddingClassifier:
             out.append(float(sims.mean() if rule.aggregation_method == "mean" else sims.max()))
         return out
 
-    async def classify(self, texts: Sequence[str], caller: Caller | None = None) -> list[Classification]:
+    async def classify(self, texts: Sequence[str], caller: Caller | None = None,
+                       contexts: Sequence[str | None] | None = None) -> list[Classification]:
         examples = await self._ready_examples()
         results = []
         for text in texts:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import KeywordRule, RouterConfig
-from .base import Caller, Classification
+from .base import Caller, Classification, Classifier
 
 __all__ = ["CompiledRule", "KeywordClassifier", "build", "keyword_pattern", "normalize_text"]
 
@@ -79,7 +79,7 @@ class CompiledRule:
         return not found, ()
 
 
-class KeywordClassifier:
+class KeywordClassifier(Classifier):
     """Evaluates `keyword_rules` in order, as vLLM Semantic Router does.
 
     Patterns are compiled at start-up. Matching runs inline on the event loop: the text is bounded
@@ -99,7 +99,8 @@ class KeywordClassifier:
                 return Classification(compiled.rule.category, 1.0, self.method, matched_keywords=matched)
         return Classification.no_match(self.method)
 
-    async def classify(self, texts: Sequence[str], caller: Caller | None = None) -> list[Classification]:
+    async def classify(self, texts: Sequence[str], caller: Caller | None = None,
+                       contexts: Sequence[str | None] | None = None) -> list[Classification]:
         return [self.classify_one(text) for text in texts]
 
 

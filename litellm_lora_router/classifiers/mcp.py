@@ -28,7 +28,7 @@ from typing import Any
 from ..breaker import CircuitBreaker
 from ..config import McpCategoryModelConfig, RouterConfig
 from ..errors import ClassifierError, ClassifierTimeout
-from .base import Caller, Classification
+from .base import Caller, Classification, Classifier
 
 __all__ = ["McpClassifier", "build", "discover_tool"]
 
@@ -182,7 +182,7 @@ class _Session:
         await asyncio.gather(*(c.close() for c in list(self._open)))
 
 
-class McpClassifier:
+class McpClassifier(Classifier):
     """Classification by an MCP tool; its answer may depend on the caller (tenant)."""
 
     method = "mcp"
@@ -227,7 +227,8 @@ class McpClassifier:
             categories = _result_json_categories(await session.call_tool("list_categories", {}))
             self.server_categories = {c["name"]: c for c in categories if isinstance(c, dict) and "name" in c}
 
-    async def classify(self, texts: Sequence[str], caller: Caller | None = None) -> list[Classification]:
+    async def classify(self, texts: Sequence[str], caller: Caller | None = None,
+                       contexts: Sequence[str | None] | None = None) -> list[Classification]:
         return [await self._classify_one(text, caller or Caller()) for text in texts]
 
     def record_timeout(self, connection: _Connection | None = None) -> None:
