@@ -4,7 +4,8 @@ Builds (or copies) the default models, then evaluates through the real router, t
 classified (text extraction, history, thresholds, fallback counted as wrong):
 
 1. the shipped `router_config.yaml` and the alternatives we compared, on the chat corpus's dev split
-   (where choices are made) and test split (reported, never tuned on), per kind and per language;
+   and second dev set (where choices are made) and test split (reported, never tuned on), per kind
+   and per language;
 2. each keyword rule of the previous shipped config, added alone in front of the default (dev);
 3. vLLM Semantic Router's 418 `task: domain` queries with `examples/mmlu_router_config.yaml`: the
    shipped 14-label head, and (for the record) the same recipe plus the 280 questions of
@@ -201,7 +202,7 @@ async def main() -> None:
     ensure_default_models(ROOT / "models")
     split = corpus_split()
     candidates = {
-        "shipped default (USE head, history blend)": shipped(),
+        "shipped default (USE+MiniLM head, history blend)": shipped(),
         "same head, last user turn only": variant(history_blend=False),
         "same head, last two user turns joined": variant(history_blend=False, history_window=1),
         "same head + previous keyword rules first": with_rules(PREVIOUS_KEYWORD_RULES),
@@ -212,7 +213,7 @@ async def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     languages: dict[str, dict[str, Any]] = {}
     for name, raw in candidates.items():
-        for part in ("dev", "test"):
+        for part in ("dev", "dev2", "test"):
             report = await score(raw, split[part], ("kind", "language"))
             print(line(name, part, report), flush=True)
             if name.startswith("shipped"):

