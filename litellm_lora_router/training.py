@@ -4,10 +4,10 @@
 `train_defaults` builds the two classifiers the shipped configs use (README, "Default classifiers"):
 
 - `mom-domain-classifier` (technical / medical / legal / general) from the chat corpus's train split,
-  the training-only chat rows and the package's seed queries, over the multilingual USE encoder, its softmax temperature
-  calibrated on the dev split;
+  the training-only chat rows and the package's seed queries, over the multilingual USE and MiniLM
+  encoders, its softmax temperature calibrated on the dev split;
 - `mmlu-domain-classifier` (vLLM Semantic Router's 14 MMLU-Pro labels) from MMLU, the other
-  package data and the MMLU-Pro-style questions the package ships.
+  package data and the MMLU-Pro-style questions the package ships, over the same two encoders.
 
 No row whose normalised text is in the shipped evaluation exclusions is trained on. Built models are
 cached under a key hashed from the training code, data and encoders, so a second run copies them.
@@ -37,7 +37,7 @@ from .router import MAX_TURNS
 
 __all__ = ["DEFAULT_MODELS", "MMLU_TO_MMLU_PRO", "MOM_SUBJECTS", "Progress", "build_default", "calibrate_temperature",
            "default_datasets",
-           "embed_all", "fit_head", "save_head", "train_defaults", "train_domain", "training_key"]
+           "embed_all", "fit_head", "request_vectors", "save_head", "train_defaults", "train_domain", "training_key"]
 
 Progress = Callable[[str], None]
 
@@ -103,22 +103,32 @@ def _silent(_: str) -> None:
 
 
 def embed_all(texts: Sequence[str], encoder_id: str, options: EncoderConfig | None = None,
-              progress: Progress = _silent, batch: int = 64) -> dict[str, np.ndarray]:
-    """Unit vectors for every distinct text, in batches, with a progress line per ~10%.
-
-    The int8 encoders quantize activations per batch, so a text's vector moves a little with its
-    batch companions: `batch=1` gives the vectors a router computes for a lone request."""
+              progress: Progress = _silent) -> dict[str, np.ndarray]:
+    """Unit vectors for every distinct text, in batches of 64, with a progress line per ~10%."""
     model = build_encoder(options or EncoderConfig(threads=os.cpu_count() or 1), model=encoder_id)  # offline: every core
     unique = sorted(set(texts), key=lambda t: (len(t), t))  # similar lengths batch with little padding
     vectors: dict[str, np.ndarray] = {}
-    step = max(batch, (len(unique) // 10) // batch * batch)
+    step = max(64, (len(unique) // 10) // 64 * 64)
     started = time.monotonic()
-    for i in range(0, len(unique), batch):
-        chunk = unique[i : i + batch]
+    for i in range(0, len(unique), 64):
+        chunk = unique[i : i + 64]
         vectors.update(zip(chunk, (v for v, _ in model.encode(chunk)), strict=True))
-        if (i + batch) % step == 0 or i + batch >= len(unique):
-            done, seconds = min(i + batch, len(unique)), time.monotonic() - started
+        if (i + 64) % step == 0 or i + 64 >= len(unique):
+            done, seconds = min(i + 64, len(unique)), time.monotonic() - started
             progress(f"  {encoder_id}: {done}/{len(unique)} texts ({seconds:.0f} s)")
+    return vectors
+
+
+def request_vectors(pairs: Sequence[tuple[str, str]], encoder_id: str) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+    """(last turn, conversation) -> their vectors as a lone request computes them: the two texts in
+    one batch (the router encodes them together), or the last turn alone when they are the same.
+    The int8 encoders quantize activations per batch, so a text's vector moves a little with its
+    batch companions; a temperature fitted on other vectors would not be the router's."""
+    model = build_encoder(EncoderConfig(threads=os.cpu_count() or 1), model=encoder_id)
+    vectors = {}
+    for last, context in dict.fromkeys(pairs):
+        encoded = [v for v, _ in model.encode([last] if context == last else [last, context])]
+        vectors[(last, context)] = (encoded[0], encoded[-1])
     return vectors
 
 
@@ -279,10 +289,11 @@ def build_default(model: DefaultModel, data: dict[str, Any], out: Path, progress
     labels, weight, bias = fit_head(x, [label for _, label, _ in rows], model.c, [w for _, _, w in rows])
     temperature = 1.0
     if data["calibrate"]:  # (last turn, all user turns, label): logits averaged as the router does
-        served = [t for r in data["calibrate"] for t in r[:2]]  # one at a time, as requests are
-        vectors = {e: embed_all(served, e, progress=progress, batch=1) for e in model.encoders}
-        last = stack([r[0] for r in data["calibrate"]], model.encoders, vectors) @ weight.T + bias
-        context = stack([r[1] for r in data["calibrate"]], model.encoders, vectors) @ weight.T + bias
+        pairs = [(r[0], r[1]) for r in data["calibrate"]]
+        progress(f"{model.name}: calibrating on {len(pairs)} dev requests")
+        served = {e: request_vectors(pairs, e) for e in model.encoders}
+        last, context = (np.stack([np.concatenate([served[e][p][i] for e in model.encoders]) for p in pairs])
+                         @ weight.T + bias for i in (0, 1))
         target = np.array([labels.index(r[2]) for r in data["calibrate"]])
         temperature = calibrate_temperature((last + context) / 2, target)
     save_head(out, labels, weight, bias, model.encoders, temperature, extra={

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from litellm_lora_router import LoraRouter, parse_config
 from litellm_lora_router.cli import main as cli
@@ -67,10 +68,13 @@ def test_no_vsr_test_query_is_trained_on_from_any_directory(tmp_path: Path, monk
 def test_training_only_rows_that_repeat_or_nearly_repeat_a_held_out_row_are_dropped(tmp_path: Path) -> None:
     split = corpus_split()
     dev, test = split["dev"][0], next(r for r in split["test"] if "messages" in r)
-    near = {**dev, "id": "x-near", "text": str(dev["text"]).upper() + "!!"} if "text" in dev else dev
+    plain = next(r for r in split["dev"] if "text" in r and len(str(r["text"]).split()) >= 8)
+    words = str(plain["text"]).split()
+    near = {**plain, "id": "x-near", "text": " ".join([*words[:-1], "zzyzx"])}  # one word changed: no hash matches
     fresh = {"id": "x-new", "text": "which cheese goes best with a dry riesling", "label": "general",
              "kind": "plain", "language": "en"}
     lines = [json.dumps(r) for r in (dev, near, {**test, "id": "x-copy"}, fresh)]
+    assert normalized_hash(near["text"]) != normalized_hash(str(plain["text"]))
     (tmp_path / "extra.jsonl").write_text("\n".join(lines) + "\n")
     assert [r["id"] for r in train_extra_rows(tmp_path)] == ["x-new"]
     trained = {normalized_hash(t) for t, _, _ in default_datasets()["mom-domain-classifier"]["train"]}
@@ -90,28 +94,38 @@ def test_shipped_default_models_match_the_code_and_data() -> None:
         )
 
 
-def test_temperature_is_calibrated_on_the_vectors_a_router_computes_for_one_request(
+async def test_temperature_is_calibrated_on_the_logits_the_router_computes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The int8 encoders quantize per batch, so a text's vector depends on its batch companions; the
-    temperature must be fitted on what a lone request gets."""
+    """The int8 encoders quantize per batch, so a text's vector depends on its batch companions: the
+    calibration logits must be the router's own, a conversation's two texts encoded together."""
+    import numpy as np
+
     from litellm_lora_router import training
 
-    seen: dict[str, int] = {}
-    real = training.embed_all
-
-    def spy(texts: Any, encoder_id: str, options: Any = None, progress: Any = None, batch: int = 64) -> Any:
-        seen.update(dict.fromkeys(texts, batch))
-        return real(texts, encoder_id, options, progress or (lambda _: None), batch)
-
-    monkeypatch.setattr(training, "embed_all", spy)
+    captured: list[Any] = []
+    real = training.calibrate_temperature
+    monkeypatch.setattr(training, "calibrate_temperature", lambda logits, target: captured.append(logits) or real(logits, target))
+    turns = ("my knee has been swollen since the hike", "ok", "and what then?")
     rows = [(t, label, 1.0) for t, label in training.datasets.seed_rows()]
-    calibrate = [("and what then?", "so my knee hurts\nand what then?", "medical"),
-                 ("how do I undo a git commit", "how do I undo a git commit", "technical")]
+    calibrate = [(turns[2], "\n".join(turns[::2]), "medical"), ("undo my last git commit", "undo my last git commit", "technical"),
+                 ("best pizza dough flour", "best pizza dough flour", "general")]
     model = next(m for m in training.DEFAULT_MODELS if m.name == "mom-domain-classifier")
-    training.build_default(model, {"train": rows, "calibrate": calibrate}, tmp_path / "head", lambda _: None, "k")
-    assert all(seen[t] == 1 for r in calibrate for t in r[:2])
-    assert all(seen[t] > 1 for t, _, _ in rows)  # training rows keep their fast batches
+    head = tmp_path / "head"
+    training.build_default(model, {"train": rows, "calibrate": calibrate}, head, lambda _: None, "k")
+    raw = {**yaml.safe_load(DEFAULT_ROUTER_CONFIG.read_text()), "classification_cache": {"enabled": False}}
+    raw["classifier"]["category_model"].update(model_id=str(head), category_mapping_path=str(head / "category_mapping.json"),
+                                               threshold=0.0)
+    router = LoraRouter.from_config(parse_config(raw))
+    temperature = json.loads((head / "lora_router_head.json").read_text())["temperature"]
+    try:
+        for (last, _, _), logits in zip(calibrate, captured[0], strict=True):
+            request = convo(*turns) if last == turns[2] else convo(last)
+            classification, _ = await router.classify_request(request)
+            expected = np.exp(logits / temperature - (logits / temperature).max())
+            assert classification.confidence == pytest.approx(float(expected.max() / expected.sum()), abs=1e-5)
+    finally:
+        await router.aclose()
 
 
 def test_train_defaults_copies_a_build_and_replaces_a_stale_one(
@@ -157,6 +171,10 @@ def test_eval_by_where_split_and_coverage(capsys: pytest.CaptureFixture[str], de
     assert set(report["by"]["language"]) == {r["language"] for r in dev_multiturn}
     assert sum(v["n"] for v in report["by"]["language"].values()) == report["n"]
     assert 0.0 <= report["coverage"] <= 1.0 and report["accuracy"] <= report["coverage"]
+    assert cli(["eval", "--split", "dev2", "--where", "kind=multiturn", "--where", "language=de",
+                "--config", str(DEFAULT_ROUTER_CONFIG), "--json"]) == 0
+    dev2 = json.loads(capsys.readouterr().out)
+    assert dev2["n"] == sum(r["kind"] == "multiturn" and r["language"] == "de" for r in corpus_split()["dev2"]) > 0
     assert cli(["eval", "--split", "dev", "--where", "kind", "--config", str(DEFAULT_ROUTER_CONFIG)]) == 2
     assert "FIELD=VALUE" in capsys.readouterr().err
 

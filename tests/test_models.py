@@ -193,7 +193,8 @@ async def test_one_encoder_pass_serves_embedding_and_domain() -> None:
     router = LoraRouter.from_config(parse_config(raw))
     embedding, domain = router.classifiers
     batcher = embedding._encoding._batcher  # type: ignore[attr-defined]
-    assert embedding._encoding in domain._model._encodings  # type: ignore[attr-defined]
+    encodings = domain._model._encodings  # type: ignore[attr-defined]
+    assert len(encodings) == 2 and encodings[0] is embedding._encoding  # USE shared, MiniLM beside it
     routed = await router.route(request("What causes high blood pressure?"))
     assert routed.decision.method == "domain" and routed.decision.model == "medical-lora"
     assert batcher.batches == 1  # the embedding rules missed, the domain head reused their encoder pass
