@@ -126,7 +126,7 @@ def test_litellm_metrics_endpoint_shows_routing_after_mixed_traffic(ops: tuple[P
     assert delta(after, before, "llm_model_routing_latency_seconds_count") == 5
     assert delta(after, before, "llm_cache_operation_duration_seconds_count", backend="redis", operation="get") == 3
     assert delta(after, before, "llm_cache_operation_duration_seconds_count", backend="redis", operation="set") == 3
-    assert delta(after, before, "lora_router_encoder_batch_size_count") == 1
+    assert delta(after, before, "lora_router_encoder_batch_size_count") == 2  # one pass per encoder of the head (USE, MiniLM)
     assert value(after, "lora_router_circuit_breaker_state", dependency="redis") == 0
     # the router's fingerprint (config and model files), the one its cache keys carry
     fingerprint = LoraRouter.from_config(parse_config(yaml.safe_load(router_config.read_text()))).fingerprint
