@@ -294,45 +294,17 @@ def test_installed_wheel_has_its_data_and_routes(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site), "LORA_ROUTER_CACHE_DIR": str(tmp_path / "cache")}
-    where = subprocess.run(
-        [sys.executable, "-c", "import litellm_lora_router; print(litellm_lora_router.__file__)"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert where.stdout.startswith(str(site))
-    trained = subprocess.run(
-        [sys.executable, "-m", "litellm_lora_router.cli", "train-defaults"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+
+    def in_work(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, *args], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+
+    where = in_work("-c", "import litellm_lora_router; print(litellm_lora_router.__file__)")
+    assert where.returncode == 0 and where.stdout.startswith(str(site))
+    trained = in_work("-m", "litellm_lora_router.cli", "train-defaults")
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert "copied the build" in trained.stderr and (work / "models" / "mom-domain-classifier" / "head.npz").is_file()
     config = site / "litellm_lora_router" / "defaults" / "router_config.yaml"
-    evaluated = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "litellm_lora_router.cli",
-            "eval",
-            "--split",
-            "test",
-            "--where",
-            "kind=plain",
-            "--config",
-            str(config),
-            "--json",
-        ],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    evaluated = in_work("-m", "litellm_lora_router.cli", "eval", "--split", "test", "--where", "kind=plain",
+                        "--config", str(config), "--json")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert json.loads(evaluated.stdout)["n"] > 100
