@@ -59,6 +59,9 @@ class LoraRouter:
         self.adapters = adapters
         self._in_flight = 0
         self._idle: asyncio.Event | None = None
+        # fixed by the classifiers: whether any reads a conversation, whether any sees the caller
+        self._reads_context = any(c.reads_context for c in self.classifiers)
+        self._caller_scoped = any(c.caller_dependent for c in self.classifiers)
         # cache keys change with the config and with the content of the model files it uses, so
         # retraining (same paths, new weights) never serves a decision of the old model
         self.fingerprint = hashlib.sha256(f"{config.fingerprint()}:{files_digest(model_files)}".encode()).hexdigest()
@@ -237,10 +240,11 @@ class LoraRouter:
         classifier also reads and averages with the last turn: a follow-up such as "and for kids?"
         only makes sense with them, while a topic switch in the last turn still wins."""
         options = self.config.lora_router
-        newest = max(options.history_window + 1, MAX_TURNS if options.history_blend else 0)
+        blend = options.history_blend and self._reads_context  # no classifier reads it: no context, no key part
+        newest = max(options.history_window + 1, MAX_TURNS if blend else 0)
         turns = person_turns(request, api_format, newest=newest)
         classified = classified_text(turns, options.history_window, options.max_text_chars)
-        if not options.history_blend:
+        if not blend:
             return classified, None
         context = classified_text(turns, MAX_TURNS - 1, options.max_text_chars).text
         return classified, context if context != classified.text else None
@@ -262,7 +266,7 @@ class LoraRouter:
     def _cache_scope(self, caller: Caller) -> str | None:
         """Classifications are made before the tenant's allow-list is applied, so they are shared
         across tenants, unless a classifier sees the caller (MCP): then they are scoped to it."""
-        if any(c.caller_dependent for c in self.classifiers):
+        if self._caller_scoped:
             return caller.scope()
         return None
 
