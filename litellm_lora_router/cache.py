@@ -53,6 +53,10 @@ def cache_key(prefix: str, fingerprint: str, text: str, scope: str | None, secre
     return f"{prefix}:{FORMAT_VERSION}:{fingerprint[:16]}:{scope_part}:{digest}"
 
 
+#: Drawn once per process, so the caches a hot reload builds keep finding the entries of the last one.
+_PROCESS_SECRET = secrets.token_bytes(32)
+
+
 def hash_secret(config: CacheConfig) -> bytes:
     """`hash_secret` from the config, else `$LORA_ROUTER_CACHE_SECRET`, else one generated for
     this process: entries are then not shared with other replicas (set it the same on every replica)."""
@@ -64,7 +68,7 @@ def hash_secret(config: CacheConfig) -> bytes:
         logger.warning("classification cache: neither classification_cache.hash_secret nor %s is set; using a "
                        "secret generated for this process, so replicas do not share entries. Set it the same on "
                        "every replica.", SECRET_ENV)
-    return secrets.token_bytes(32)
+    return _PROCESS_SECRET
 
 
 class ClassificationCodec:

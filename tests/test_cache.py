@@ -149,6 +149,25 @@ async def test_hit_applies_the_full_decision() -> None:
     assert second.decision == first.decision
 
 
+async def test_a_conversation_is_not_part_of_the_key_when_no_classifier_reads_it() -> None:
+    """Keyword rules read the last turn only: earlier turns must not split its cache entries."""
+    router, counting = router_with(raw_config())
+    assert router.config.lora_router.history_blend  # the default, which a domain classifier would use
+    first = await router.route(request("Explain async/await in JavaScript"))
+    conversation = {"model": "MoM", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                                                 {"role": "user", "content": "Explain async/await in JavaScript"}]}
+    second = await router.route(conversation)
+    assert (first.cache, second.cache, counting.calls) == ("miss", "hit", 1)
+
+
+def test_without_a_configured_secret_every_cache_of_a_process_keys_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hot reload builds a new cache: a secret drawn per cache would orphan every entry."""
+    monkeypatch.delenv(SECRET_ENV)
+    config = parse_config(raw_config()).classification_cache
+    one, two = (ClassificationCache(config, None, ClassificationCodec()) for _ in range(2))
+    assert one.key("f" * 64, "text", None) == two.key("f" * 64, "text", None)
+
+
 async def test_errors_are_not_cached() -> None:
     class Broken(Classifier):
         method = "domain"
