@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import statistics
 import sys
 import tempfile
@@ -60,6 +61,7 @@ async def main() -> None:
             "new default (USE+MiniLM head, history blend)": LoraRouter.from_config(parse_config(shipped())),
         }
         rows = corpus_split()["dev"]
+        random.Random(0).shuffle(rows)  # sorted by id, the first rows are one category
         requests = [{"messages": r.get("messages") or [{"role": "user", "content": r["text"]}]} for r in rows]
         single = [q for q, r in zip(requests, rows, strict=True) if "text" in r]
         times: dict[str, dict[str, list[float]]] = {name: {"single": [], "all": []} for name in routers}

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import yaml
 
+from litellm_lora_router.cli import ensure_default_models
 from litellm_lora_router.processes import Service, start_proxy, start_standin
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,8 +35,7 @@ PROBE = {"model": "legal-lora", "messages": [{"role": "user", "content": "Is a v
 
 
 def routed_texts() -> list[str]:
-    """Chat queries; a number makes each one new (a cache miss). Those without a keyword of the
-    shipped rules run the domain classifier."""
+    """Chat queries; a number makes each one new (a cache miss), so each runs the domain classifier."""
     lines = (ROOT / "benchmarks" / "data" / "chat_eval_mom.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines]
     return [row["text"] for row in rows]
@@ -118,6 +118,7 @@ def main() -> None:
     router["lora_router"] = {"audit_log": False}
     router["classification_cache"] = {"enabled": False}  # every routed request is classified
     (logs / "router_config.yaml").write_text(yaml.safe_dump(router))
+    ensure_default_models(ROOT / "models")
     (logs / "models").symlink_to(ROOT / "models")  # the config's relative model paths
     key = "sk-" + secrets.token_hex(16)
     standin = start_standin(logs)
