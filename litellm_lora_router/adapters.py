@@ -167,7 +167,10 @@ class AdapterRegistry:
             response = await self._http().get(server.url("/models"), headers=server.headers(),
                                               timeout=self._options.adapter_probe_timeout_seconds)
             response.raise_for_status()
-            cards = [c for c in response.json()["data"] if isinstance(c, dict) and isinstance(c.get("id"), str)]
+            data = response.json()["data"]
+            if not isinstance(data, list):  # an answer we cannot read says nothing about the adapters
+                raise TypeError("GET /v1/models: `data` is not a list")
+            cards = [c for c in data if isinstance(c, dict) and isinstance(c.get("id"), str)]
         except httpx.ConnectError as exc:  # refused (or no route): down
             return ServerState(reachable=False, error=type(exc).__name__)
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:

@@ -6,12 +6,15 @@ vLLM never gets a request for an adapter it does not serve: every test checks wh
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +237,31 @@ def test_an_adapter_is_loaded_on_demand_once(adapter_setup: tuple[Proxy, Path, P
     assert [c["lora_path"] for c in lora_calls(vllm, "research-lora")] == ["/adapters/research"]
     assert {r["model"] for r in vllm.received()} == {"research-lora"}
     assert_vllm_never_saw_an_unserved_model(vllm)
+
+
+async def test_a_models_answer_whose_data_is_not_a_list_is_inconclusive() -> None:
+    """A server whose /v1/models `data` is an object is not a server with no adapters loaded."""
+
+    class OddModels(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            body = json.dumps({"object": "list", "data": {"id": "technical-lora", "parent": "llama2-7b"}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), OddModels)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    api_base = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    adapters = registry(parse_config(adapter_config()), {"technical-lora": [VllmServer(api_base)]})
+    try:
+        await adapters.refresh()
+        assert not adapters.states[api_base].conclusive
+        assert await adapters.ensure("technical-lora") is None  # nothing known against it: route as decided
+    finally:
+        await adapters.aclose()
+        server.shutdown()
