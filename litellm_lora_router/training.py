@@ -83,17 +83,21 @@ SEED_TO_MMLU_PRO = {"technical": "computer science", "medical": "health", "legal
 
 
 class DefaultModel:
-    """What one default classifier is built from and over which encoders."""
+    """What one default classifier is built from and over which encoders; `context_encoders`, if
+    any, get a head of their own for the conversation (its own regularisation `context_c`)."""
 
-    def __init__(self, name: str, encoders: tuple[str, ...], c: float) -> None:
+    def __init__(self, name: str, encoders: tuple[str, ...], c: float,
+                 context_encoders: tuple[str, ...] = (), context_c: float = 1.0) -> None:
         self.name, self.encoders, self.c = name, encoders, c
+        self.context_encoders, self.context_c = context_encoders, context_c
 
 
 #: Chosen by accuracy and speed (README, "Default classifiers"): the four-label head on the chat
-#: corpus's dev and dev2 sets (MiniLM beside USE: +1.6 points on dev2, same on dev); the 14-label head
-#: by 3-fold cross-validation over the MMLU-Pro-style rows (MMLU always in training).
+#: corpus's dev and dev2 sets (MiniLM beside USE: +1.6 points on dev2, same on dev; the conversation
+#: read by a USE-only head: as accurate on dev and dev2 together, and a conversation costs one MiniLM
+#: pass, not two); the 14-label head by 3-fold cross-validation over the MMLU-Pro-style rows.
 DEFAULT_MODELS = (
-    DefaultModel("mom-domain-classifier", (USE_ID, MINILM_ID), c=1.0),
+    DefaultModel("mom-domain-classifier", (USE_ID, MINILM_ID), c=1.0, context_encoders=(USE_ID,), context_c=4.0),
     DefaultModel("mmlu-domain-classifier", (USE_ID, MINILM_ID), c=1.0),
 )
 
@@ -119,16 +123,19 @@ def embed_all(texts: Sequence[str], encoder_id: str, options: EncoderConfig | No
     return vectors
 
 
-def request_vectors(pairs: Sequence[tuple[str, str]], encoder_id: str) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
-    """(last turn, conversation) -> their vectors as a lone request computes them: the two texts in
-    one batch (the router encodes them together), or the last turn alone when they are the same.
-    The int8 encoders quantize activations per batch, so a text's vector moves a little with its
-    batch companions; a temperature fitted on other vectors would not be the router's."""
+def request_vectors(pairs: Sequence[tuple[str, str]], encoder_id: str,
+                    reads: tuple[bool, bool] = (True, True)) -> dict[tuple[str, str], tuple[np.ndarray | None, np.ndarray | None]]:
+    """(last turn, conversation) -> their vectors as a lone request computes them, for an encoder
+    that `reads` (the last turn, the conversation): both texts in one batch (the router encodes
+    them together), or one alone; None for a text it does not read. The int8 encoders quantize
+    activations per batch, so a text's vector moves a little with its batch companions; a
+    temperature fitted on other vectors would not be the router's."""
     model = build_encoder(EncoderConfig(threads=os.cpu_count() or 1), model=encoder_id)
-    vectors = {}
+    vectors: dict[tuple[str, str], tuple[np.ndarray | None, np.ndarray | None]] = {}
     for last, context in dict.fromkeys(pairs):
-        encoded = [v for v, _ in model.encode([last] if context == last else [last, context])]
-        vectors[(last, context)] = (encoded[0], encoded[-1])
+        wanted = [t for t, read in zip((last, context), reads if context != last else (True, False), strict=True) if read]
+        encoded = dict(zip(wanted, (v for v, _ in model.encode(wanted)), strict=True))
+        vectors[(last, context)] = (encoded.get(last), encoded.get(context))
     return vectors
 
 
@@ -172,12 +179,17 @@ def calibrate_temperature(logits: np.ndarray, target: np.ndarray, threshold: flo
 
 
 def save_head(out_dir: Path, labels: Sequence[str], weight: np.ndarray, bias: np.ndarray, encoders: Sequence[str],
-              temperature: float = 1.0, extra: dict[str, Any] | None = None) -> None:
-    """Write a format-2 directory: `head.npz`, `category_mapping.json`, `lora_router_head.json`."""
+              temperature: float = 1.0, extra: dict[str, Any] | None = None,
+              context: tuple[np.ndarray, np.ndarray, Sequence[str]] | None = None) -> None:
+    """Write a format-2 directory: `head.npz`, `category_mapping.json`, `lora_router_head.json`;
+    `context`, (weight, bias, encoders) of a conversation head, if any."""
     out_dir.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {"weight": weight, "bias": bias}
     meta: dict[str, Any] = {"format": "lora-router-head/2", "encoders": list(encoders), "labels": list(labels),
                             "temperature": temperature}
+    if context is not None:
+        arrays.update(context_weight=context[0], context_bias=context[1])
+        meta["context_encoders"] = list(context[2])
     np.savez(out_dir / "head.npz", **arrays)
     index = {label: i for i, label in enumerate(labels)}
     (out_dir / "category_mapping.json").write_text(json.dumps({
@@ -282,22 +294,32 @@ def build_default(model: DefaultModel, data: dict[str, Any], out: Path, progress
     """Embed, fit and save one default model from its training rows (and calibration rows, if any)."""
     rows = data["train"]
     texts = [t for t, _, _ in rows]
-    progress(f"{model.name}: embedding {len(set(texts))} texts with {len(model.encoders)} encoder(s)")
-    vectors = {e: embed_all(texts, e, progress=progress) for e in model.encoders}
-    x = stack([t for t, _, _ in rows], model.encoders, vectors)
-    progress(f"{model.name}: fitting a {len({label for _, label, _ in rows})}-label head on {len(rows)} rows")
-    labels, weight, bias = fit_head(x, [label for _, label, _ in rows], model.c, [w for _, _, w in rows])
+    encoders = list(dict.fromkeys(model.encoders + model.context_encoders))
+    progress(f"{model.name}: embedding {len(set(texts))} texts with {len(encoders)} encoder(s)")
+    vectors = {e: embed_all(texts, e, progress=progress) for e in encoders}
+    y, weights = [label for _, label, _ in rows], [w for _, _, w in rows]
+    progress(f"{model.name}: fitting a {len(set(y))}-label head on {len(rows)} rows")
+    labels, weight, bias = fit_head(stack(texts, model.encoders, vectors), y, model.c, weights)
+    context_head = None
+    if model.context_encoders:
+        progress(f"{model.name}: fitting its conversation head")
+        _, context_weight, context_bias = fit_head(stack(texts, model.context_encoders, vectors), y, model.context_c, weights)
+        context_head = (context_weight, context_bias, model.context_encoders)
     temperature = 1.0
     if data["calibrate"]:  # (last turn, all user turns, label): logits averaged as the router does
         pairs = [(r[0], r[1]) for r in data["calibrate"]]
         progress(f"{model.name}: calibrating on {len(pairs)} dev requests")
-        served = {e: request_vectors(pairs, e) for e in model.encoders}
-        last, context = (np.stack([np.concatenate([served[e][p][i] for e in model.encoders]) for p in pairs])
-                         @ weight.T + bias for i in (0, 1))
+        context_encoders = model.context_encoders or model.encoders
+        served = {e: request_vectors(pairs, e, (e in model.encoders, e in context_encoders)) for e in encoders}
+        last = np.stack([np.concatenate([served[e][p][0] for e in model.encoders]) for p in pairs]) @ weight.T + bias
+        context_weight, context_bias = (context_head or (weight, bias))[:2]
+        blended = [(row + np.concatenate([served[e][p][1] for e in context_encoders]) @ context_weight.T
+                    + context_bias) / 2 if p[0] != p[1] else row for row, p in zip(last, pairs, strict=True)]
         target = np.array([labels.index(r[2]) for r in data["calibrate"]])
-        temperature = calibrate_temperature((last + context) / 2, target)
+        temperature = calibrate_temperature(np.stack(blended), target)
     save_head(out, labels, weight, bias, model.encoders, temperature, extra={
-        "training_key": key, "trained_rows": len(rows), "rows_per_label": dict(Counter(label for _, label, _ in rows))})
+        "training_key": key, "trained_rows": len(rows), "rows_per_label": dict(Counter(label for _, label, _ in rows))},
+        context=context_head)
     progress(f"{model.name}: saved (temperature {temperature:.2f})")
 
 

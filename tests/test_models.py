@@ -222,6 +222,42 @@ async def test_history_window_classifies_follow_ups() -> None:
     assert missed >= 1  # the follow-ups alone carry no domain words
 
 
+async def test_a_conversation_costs_one_minilm_pass_and_the_conversation_head_reads_use() -> None:
+    """The shipped head reads a conversation with its USE-only conversation head: MiniLM, most of the
+    cost, encodes the last turn alone (it used to encode the conversation too: the p99 of a request)."""
+    router = LoraRouter.from_config(parse_config(guide_raw()))
+    seen: dict[str, list[str]] = {}
+    for encoding in router.classifiers[0]._model._encodings:  # type: ignore[attr-defined]
+        batcher, encode = encoding._batcher, encoding.encoder.encode
+        name = type(encoding.encoder).__name__
+        batcher._fn = lambda texts, name=name, encode=encode: seen.setdefault(name, []).extend(texts) or encode(texts)
+    turns = ["my knee has been swollen since the hike", "rest, ice and see a doctor if it persists",
+             "and how long should I rest it?"]
+    routed = await router.route({"model": "MoM", "messages": [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)]})
+    assert routed.decision.category == "medical"
+    assert seen == {"UseEncoder": [turns[2], f"{turns[0]}\n{turns[2]}"], "OnnxEncoder": [turns[2]]}
+
+
+async def test_a_head_with_a_conversation_head_reads_the_conversation_with_it(tmp_path: Path) -> None:
+    from litellm_lora_router.classifiers.encoders import USE_ID
+    from litellm_lora_router.training import save_head
+
+    labels = ["general", "legal", "medical", "technical"]
+    zero = np.zeros((4, 512), dtype=np.float32)
+    save_head(tmp_path, labels, zero, np.array([0, 0, 0, 2.0], dtype=np.float32), [USE_ID], temperature=1.0,
+              context=(zero, np.array([0, 6.0, 0, 0], dtype=np.float32), [USE_ID]))
+    raw = guide_raw()
+    raw["classifier"]["category_model"].update(model_id=str(tmp_path), category_mapping_path=str(tmp_path / "category_mapping.json"),
+                                               threshold=0.0)
+    router = LoraRouter.from_config(parse_config(raw))
+    alone = await router.route(request("and then?"))
+    conversation = await router.route({"model": "MoM", "messages": [
+        {"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}, {"role": "user", "content": "and then?"}]})
+    assert alone.decision.category == "technical"  # the main head: bias 2 for technical
+    assert conversation.decision.category == "legal"  # (2 + 6) / 2 for legal beats 2 / 2 for technical
+
+
 async def test_micro_batching_shares_passes_and_bounds_the_queue() -> None:
     raw = guide_raw(lora_router={"encoder": {"batch_window_ms": 20, "max_batch": 16}})
     router = LoraRouter.from_config(parse_config(raw))

@@ -5,7 +5,9 @@
 2. Our own light format written by `lora-router train-domain`: `lora_router_head.json` names the
    sentence encoder(s) whose unit vectors, concatenated, the head reads, and a softmax temperature
    calibrated on held-out data; `head.npz` holds a linear head. It reuses the shared encoder passes,
-   so it costs a small matrix product on top of the embedding rules.
+   so it costs a small matrix product on top of the embedding rules. A head may carry a second,
+   cheaper head for the conversation (`context_encoders`, `context_weight`, `context_bias`), so that
+   reading a conversation costs one fast encoder pass rather than a second pass of every encoder.
 3. `backend: vllm`: a format-1 model served by vLLM's pooling runner, asked over `/classify`
    (`classifiers/remote.py`).
 
@@ -71,37 +73,58 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-def head_encoders(meta: dict[str, Any]) -> list[str]:
-    """The encoder ids a head reads, in order (format 2 v1 names one as `encoder`)."""
-    encoders = meta.get("encoders") or [meta.get("encoder")]
+def head_encoders(meta: dict[str, Any], key: str = "encoders") -> list[str]:
+    """The encoder ids a head reads, in order (format 2 v1 names one as `encoder`); with
+    `key="context_encoders"`, those of its conversation head (none: the main head reads it too)."""
+    encoders = meta.get(key) or ([meta.get("encoder")] if key == "encoders" else [])
     unknown = [e for e in encoders if e not in ENCODER_IDS]
-    if unknown or not encoders:
+    if unknown or (key == "encoders" and not encoders):
         raise ValueError(f"head trained for encoder(s) {unknown or encoders!r}, expected some of {list(ENCODER_IDS)!r}")
     return list(encoders)
 
 
+class _LinearHead:
+    """One linear head over the concatenated vectors of some shared encoders."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray, encodings: list[EncodingService]) -> None:
+        self.weight, self.bias, self.encodings = weight.astype(np.float32), bias.astype(np.float32), encodings
+
+    async def logits(self, text: str) -> tuple[np.ndarray, bool]:
+        encoded = await asyncio.gather(*(e.encode(text) for e in self.encodings))
+        return self.weight @ np.concatenate([v for v, _ in encoded]) + self.bias, any(t for _, t in encoded)
+
+
 class HeadModel:
-    """Format 2: a linear head over shared sentence encoders, with a calibrated temperature."""
+    """Format 2: a linear head over shared sentence encoders, with a calibrated temperature, and
+    optionally a head of its own for the conversation."""
 
     def __init__(self, model_dir: Path, encoding: Callable[[str], EncodingService]) -> None:
         meta = json.loads((model_dir / HEAD_FILE).read_text(encoding="utf-8"))
         weights = np.load(model_dir / "head.npz")
-        self._weight = weights["weight"].astype(np.float32)
-        self._bias = weights["bias"].astype(np.float32)
         self._temperature = float(meta.get("temperature", 1.0))
-        self._encodings = [encoding(e) for e in head_encoders(meta)]
+        self._head = _LinearHead(weights["weight"], weights["bias"], [encoding(e) for e in head_encoders(meta)])
+        context = head_encoders(meta, "context_encoders")
+        self._context_head = (_LinearHead(weights["context_weight"], weights["context_bias"],
+                                          [encoding(e) for e in context]) if context else self._head)
+        self._encodings = list({id(e): e for h in (self._head, self._context_head) for e in h.encodings}.values())
 
     async def probabilities(self, text: str) -> Probabilities:
-        encoded = await asyncio.gather(*(e.encode(text) for e in self._encodings))
-        vector = np.concatenate([v for v, _ in encoded])
-        return _softmax((self._weight @ vector + self._bias) / self._temperature), any(t for _, t in encoded)
+        return await self._softmax(self._head, text)
+
+    async def conversation_probabilities(self, text: str) -> Probabilities:
+        """For the conversation's user turns joined: the conversation head when the model has one."""
+        return await self._softmax(self._context_head, text)
+
+    async def _softmax(self, head: _LinearHead, text: str) -> Probabilities:
+        logits, truncated = await head.logits(text)
+        return _softmax(logits / self._temperature), truncated
 
     async def connect(self) -> None:
         """With a remote encoder, one encoder pass: readiness waits until the server answers. (A
         local encoder is loaded already; a warm-up pass here would hold up the first requests of a
         proxy that nobody gates on readiness.)"""
         if any(getattr(e.encoder, "remote", False) for e in self._encodings):
-            await self.probabilities("ready")
+            await asyncio.gather(self.probabilities("ready"), self.conversation_probabilities("ready"))
 
     def close(self) -> None:
         for encoding in self._encodings:
@@ -141,6 +164,8 @@ class SequenceClassifierModel:
     async def probabilities(self, text: str) -> Probabilities:
         return await self._batcher.submit(text)
 
+    conversation_probabilities = probabilities  # one model reads both
+
     def close(self) -> None:
         self._batcher.close()
 
@@ -177,7 +202,7 @@ class DomainClassifier(Classifier):
         for text, context in zip(texts, contexts or [None] * len(texts), strict=True):
             if context is not None and context != text:
                 (probs, truncated), (context_probs, _) = await asyncio.gather(
-                    self._model.probabilities(text), self._model.probabilities(context))
+                    self._model.probabilities(text), self._model.conversation_probabilities(context))
                 probs = np.sqrt(probs * context_probs)  # the mean of the two logits, softmaxed
                 probs = probs / probs.sum()
             else:

@@ -204,6 +204,8 @@ class VllmClassifyModel:
     async def probabilities(self, text: str) -> Probabilities:
         return await self._batcher.submit(text)
 
+    conversation_probabilities = probabilities  # one model reads both
+
     async def connect(self) -> None:
         """One small request: readiness waits until the server answers."""
         await self.probabilities("ready")
