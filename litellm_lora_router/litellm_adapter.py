@@ -95,7 +95,8 @@ class LoraRouterHook(CustomGuardrail):
         _ensure_audit_handler()
         self.metrics: RouterMetrics = process_metrics()
         path = router_config_path or os.environ.get(CONFIG_ENV, "router_config.yaml")
-        self.router = router or self._build(path)
+        self._swapped = asyncio.Event()
+        self._router = router or self._build(path)
         # a router handed in (tests) is not reloaded; one built from a file follows that path (not
         # the file it resolves to: a ConfigMap update swaps the symlink in between)
         self.reloader = None if router is not None else ConfigReloader(
@@ -112,6 +113,16 @@ class LoraRouterHook(CustomGuardrail):
         except RuntimeError:  # no loop yet: classifiers connect on first use
             pass
 
+    @property
+    def router(self) -> LoraRouter:
+        return self._router
+
+    @router.setter
+    def router(self, router: LoraRouter) -> None:
+        """A reload swaps the router in: readiness follows the new one."""
+        self._router = router
+        self._swapped.set()
+
     def _build(self, config: RouterConfig | str) -> LoraRouter:
         return LoraRouter.from_config(config, telemetry=self.metrics, servers=_litellm_vllm_servers)
 
@@ -120,19 +131,37 @@ class LoraRouterHook(CustomGuardrail):
         start-up; close everything when the proxy's event loop shuts down, which cancels this task."""
         try:
             options = self.router.config.lora_router
-            failed = await self.router.start()
+            await self.router.start()
             self.metrics.config_loaded(self.router.fingerprint)
             metrics_port = metrics_port_from_env() or options.metrics_port
             if metrics_port is not None:
                 self._metrics_server = serve_metrics(metrics_port, options.metrics_host)
             if self.reloader is not None:
                 self.reloader.start(watch=options.watch_config)
-            await self.router.until_ready(failed=failed)  # retry what could not connect
-            if self._ready_file is not None:
-                readiness.mark_ready(self._ready_file, [c.method for c in self.router.classifiers])
-            await asyncio.Event().wait()
+            while True:
+                await self._follow_readiness()
         finally:
             await self.aclose()
+
+    async def _follow_readiness(self) -> None:
+        """Retry what the serving router could not connect and mark the process ready once it has;
+        return when a reload swaps a new router in (the old one's retries stop). The ready file is
+        cleared while the serving router has something unconnected."""
+        router = self.router
+        self._swapped.clear()
+        if self._ready_file is not None and router.unconnected:
+            readiness.clear(self._ready_file)
+        retrying = asyncio.ensure_future(router.until_ready())
+        swapped = asyncio.ensure_future(self._swapped.wait())
+        try:
+            await asyncio.wait({retrying, swapped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            retrying.cancel()
+            swapped.cancel()
+        if router is self.router:
+            if self._ready_file is not None:
+                readiness.mark_ready(self._ready_file, [c.method for c in router.classifiers])
+            await self._swapped.wait()
 
     async def aclose(self) -> None:
         """Stop following the config, stop serving metrics, close the router in use."""

@@ -59,6 +59,8 @@ class LoraRouter:
         self.adapters = adapters
         self._in_flight = 0
         self._idle: asyncio.Event | None = None
+        self._unconnected: list[str] | None = None  # what the last start() could not connect; None: not started
+        self._closed = False
         # fixed by the classifiers: whether any reads a conversation, whether any sees the caller
         self._reads_context = any(c.reads_context for c in self.classifiers)
         self._caller_scoped = any(c.caller_dependent for c in self.classifiers)
@@ -117,17 +119,27 @@ class LoraRouter:
                 failed.append(classifier.method)
         if methods is None and self.adapters is not None:
             await self.adapters.start()
+        self._unconnected = failed
         return failed
 
-    async def until_ready(self, retry_seconds: float = 2.0, failed: Sequence[str] | None = None) -> None:
-        """Connect every classifier, retrying the ones that fail (`failed`: those a `start()` already
-        tried): what readiness waits for."""
-        failed = await self.start() if failed is None else failed
-        while failed:
+    @property
+    def unconnected(self) -> list[str]:
+        """The methods the last `start()` could not connect."""
+        return list(self._unconnected or [])
+
+    async def until_ready(self, retry_seconds: float = 2.0) -> bool:
+        """Connect every classifier, retrying the ones a `start()` could not connect: what readiness
+        waits for. Returns False, and stops retrying, once the router is closed (a reload replaced
+        it): a retry must not reopen a closed router's sessions."""
+        failed = await self.start() if self._unconnected is None else self._unconnected
+        while failed and not self._closed:
             await asyncio.sleep(retry_seconds)
-            failed = await self.start(failed)
+            if not self._closed:
+                failed = await self.start(failed)
+        return not self._closed
 
     async def aclose(self) -> None:
+        self._closed = True
         for resource in (*self.classifiers, self.cache, self.adapters):
             close = getattr(resource, "aclose", None)
             if close is not None:

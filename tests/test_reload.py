@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -270,3 +271,45 @@ def test_sighup_reloads(reload_setup: tuple[Proxy, Path, str], standin: StandIn)
     assert proxy.service.process.poll() is None
     assert series(scrape(metrics_url), "lora_router_config_info") == series(before, "lora_router_config_info")
     assert ask(proxy, standin)[0].status_code == 200
+
+
+async def test_readiness_follows_a_reload_and_the_old_router_is_no_longer_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload while the first router still retries a server that does not answer: the new router
+    is the one made ready, and the old one's retries stop (they used to go on for ever, so the
+    process never signalled readiness)."""
+    from litellm_lora_router.litellm_adapter import LoraRouterHook
+
+    ready = tmp_path / "ready"
+    monkeypatch.setenv("LORA_ROUTER_READY_FILE", str(ready))
+    raw = yaml.safe_load(keyword_config(watch_config=False))
+    raw["classifier"] = {"mcp_category_model": {"enabled": True, "transport_type": "http",
+                                                "url": f"http://127.0.0.1:{free_port()}/mcp"}}
+    path = tmp_path / "router_config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    hook = LoraRouterHook(router_config_path=str(path))
+    old, starts = hook.router, []
+    start = old.start
+    old.start = lambda methods=None: starts.append(methods) or start(methods)  # type: ignore[method-assign]
+    try:
+        for _ in range(100):
+            if old.unconnected:
+                break
+            await asyncio.sleep(0.1)
+        assert starts == [None] and old.unconnected == ["mcp"] and not ready.exists()
+        path.write_text(keyword_config(watch_config=False))
+        assert hook.reloader is not None and await hook.reloader.reload() is True
+        for _ in range(50):
+            if ready.exists():
+                break
+            await asyncio.sleep(0.1)
+        assert ready.exists() and hook.router is not old
+        await asyncio.sleep(2.5)  # past the old router's retry interval
+        assert starts == [None]
+    finally:
+        assert hook._lifetime is not None
+        hook._lifetime.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await hook._lifetime
+    assert not ready.exists()
