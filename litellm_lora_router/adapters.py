@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +34,9 @@ LOAD_HTTP_TIMEOUT_S = 120.0
 #: A request for an adapter on servers never probed yet (just after start-up) probes them first,
 #: at most this often.
 PROBE_ON_DEMAND_EVERY_S = 1.0
+#: The most of a `/v1/models` answer read (a card is about 200 bytes): a server that sends more is
+#: not answering the question, and the answer is not kept in memory.
+MAX_MODELS_ANSWER_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,18 +166,29 @@ class AdapterRegistry:
             if state.conclusive:
                 self._telemetry.vllm_server(server.label, state.reachable)
 
-    async def _probe(self, server: VllmServer) -> ServerState:
-        try:
-            response = await self._http().get(server.url("/models"), headers=server.headers(),
-                                              timeout=self._options.adapter_probe_timeout_seconds)
+    async def _models_answer(self, server: VllmServer) -> bytes:
+        """The body of `GET /v1/models`, at most MAX_MODELS_ANSWER_BYTES of it."""
+        async with self._http().stream("GET", server.url("/models"), headers=server.headers(),
+                                       timeout=self._options.adapter_probe_timeout_seconds) as response:
             response.raise_for_status()
-            data = response.json()["data"]
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_MODELS_ANSWER_BYTES:
+                    raise ValueError(f"GET /v1/models: answer over {MAX_MODELS_ANSWER_BYTES} bytes")
+            return bytes(body)
+
+    async def _probe(self, server: VllmServer) -> ServerState:
+        timeout = self._options.adapter_probe_timeout_seconds
+        try:  # httpx's timeout bounds each read; this bounds a server that trickles its answer
+            body = await asyncio.wait_for(self._models_answer(server), timeout + 1.0)
+            data = json.loads(body)["data"]
             if not isinstance(data, list):  # an answer we cannot read says nothing about the adapters
                 raise TypeError("GET /v1/models: `data` is not a list")
             cards = [c for c in data if isinstance(c, dict) and isinstance(c.get("id"), str)]
         except httpx.ConnectError as exc:  # refused (or no route): down
             return ServerState(reachable=False, error=type(exc).__name__)
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, TimeoutError) as exc:
             return ServerState(reachable=False, error=type(exc).__name__, conclusive=False)
         return ServerState(
             reachable=True,
@@ -195,7 +210,9 @@ class AdapterRegistry:
         """None when the adapter can be served (or nothing is known against it); else the reason
         the request goes to the base model instead."""
         servers = self._servers.get(adapter, ())
-        unprobed = not servers or any(s.api_base not in self.states for s in servers)
+        # no server known yet at all (LiteLLM builds its model list after the plugin starts), or one
+        # of this adapter's never probed; an adapter no deployment serves probes nothing
+        unprobed = not self._servers or any(s.api_base not in self.states for s in servers)
         due = not self._servers or time.monotonic() - self._refreshed_at > PROBE_ON_DEMAND_EVERY_S
         if unprobed and due:
             with contextlib.suppress(TimeoutError):  # each probe has its own timeout; this bounds the rest
