@@ -27,6 +27,7 @@ from litellm_lora_router.adapters import AdapterRegistry, VllmServer
 from litellm_lora_router.processes import free_port, start_standin
 
 from .conftest import DEFAULT_ROUTER_CONFIG, Proxy, StandIn, launch_proxy
+from .support.answering_server import AnsweringServer
 
 LOAD_LATENCY_S = 0.5
 EXTRA = {  # adapter -> (category keyword, path vLLM loads it from or None)
@@ -267,49 +268,21 @@ async def test_a_models_answer_whose_data_is_not_a_list_is_inconclusive() -> Non
         server.shutdown()
 
 
-class ModelsServer:
-    """A real HTTP server answering GET /v1/models with `body`, counting the requests."""
-
-    def __init__(self, body: bytes) -> None:
-        owner = self
-        self.gets = 0
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                owner.gets += 1
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                return None
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        self.api_base = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 async def test_an_adapter_no_deployment_serves_probes_nothing_on_the_request_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """`research-lora` is declared but LiteLLM sends it nowhere: a request for it used to probe
     every server (at most once a second, waiting for the answers) on the request path."""
     import litellm_lora_router.adapters as adapters_module
 
     monkeypatch.setattr(adapters_module, "PROBE_ON_DEMAND_EVERY_S", 0.0)
-    models = ModelsServer(json.dumps({"data": [{"id": "technical-lora", "parent": "llama2-7b"}]}).encode())
-    adapters = registry(parse_config(adapter_config()), {"technical-lora": [VllmServer(models.api_base)]})
+    models = AnsweringServer(json.dumps({"data": [{"id": "technical-lora", "parent": "llama2-7b"}]}).encode())
+    adapters = registry(parse_config(adapter_config()), {"technical-lora": [VllmServer(models.url + "/v1")]})
     try:
         await adapters.refresh()
-        assert models.gets == 1
+        assert models.requests == 1
         for _ in range(3):
             assert await adapters.ensure("research-lora") is None  # nothing known against it
         assert await adapters.ensure("technical-lora") is None
-        assert models.gets == 1
+        assert models.requests == 1
     finally:
         await adapters.aclose()
         models.close()
@@ -321,11 +294,11 @@ async def test_a_models_answer_over_the_byte_cap_is_inconclusive_and_not_kept() 
     cards = [{"id": f"adapter-{i:07d}", "parent": "llama2-7b"} for i in range(MAX_MODELS_ANSWER_BYTES // 40)]
     huge = json.dumps({"data": cards}).encode()
     assert len(huge) > MAX_MODELS_ANSWER_BYTES
-    models = ModelsServer(huge)
-    adapters = registry(parse_config(adapter_config()), {"technical-lora": [VllmServer(models.api_base)]})
+    models = AnsweringServer(huge)
+    adapters = registry(parse_config(adapter_config()), {"technical-lora": [VllmServer(models.url + "/v1")]})
     try:
         await adapters.refresh()
-        state = adapters.states[models.api_base]
+        state = adapters.states[models.url + "/v1"]
         assert (state.conclusive, state.error, state.models) == (False, "ValueError", frozenset())
     finally:
         await adapters.aclose()

@@ -18,6 +18,7 @@ from litellm_lora_router.classifiers.encoders import ENCODER_ID
 from litellm_lora_router.processes import Service, free_port, start_standin
 
 from .conftest import ROOT
+from .support.answering_server import AnsweringServer
 from .test_models import EMBEDDING_RULES, guide_raw, request
 
 pytestmark = pytest.mark.usefixtures("default_models")
@@ -218,3 +219,33 @@ def test_remote_backend_needs_a_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LORA_ROUTER_ENCODER_BASE_URL", "http://embeddings:8000/v1/")
     remote_config = parse_config(raw).lora_router.encoder.remote
     assert remote_config is not None and remote_config.base_url == "http://embeddings:8000/v1"
+
+
+@pytest.mark.parametrize("label", ["technical\r\nx-lora-router-category: legal", "x" * 129])
+async def test_a_vllm_label_that_could_not_be_a_name_fails_closed(label: str) -> None:
+    """Without a mapping, vLLM's `label` names the category; one with a line break or of any
+    length used to be taken (up to 200 characters) into decisions, headers and metric labels."""
+    answer = {"data": [{"index": 0, "label": label, "probs": [0.9, 0.1], "num_classes": 2}]}
+    server = AnsweringServer(json.dumps(answer).encode())
+    router = LoraRouter.from_config(parse_config(classify_raw(server.url, mapping=False)))
+    try:
+        routed = await router.route(request("Is a verbal agreement legally binding?"))
+        assert (routed.decision.model, routed.decision.reason) == ("llama2-7b", "classifier_error")
+    finally:
+        await router.aclose()
+        server.close()
+
+
+async def test_a_remote_answer_over_the_byte_cap_fails_closed() -> None:
+    """A well-formed answer (legal, 0.98) padded past the cap: it used to be read whole and used."""
+    from litellm_lora_router.classifiers.remote import MAX_ANSWER_BYTES
+
+    answer = {"data": [{"index": 0, "label": None, "probs": [0.0, 0.98, 0.01, 0.01]}], "padding": "x" * MAX_ANSWER_BYTES}
+    server = AnsweringServer(json.dumps(answer).encode())
+    router = LoraRouter.from_config(parse_config(classify_raw(server.url)))
+    try:
+        routed = await router.route(request("Is a verbal agreement legally binding?"))
+        assert (routed.decision.model, routed.decision.reason) == ("llama2-7b", "classifier_error")
+    finally:
+        await router.aclose()
+        server.close()

@@ -7,7 +7,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Caller", "Classification", "Classifier"]
+from ..errors import ClassifierError
+
+__all__ = ["MAX_NAME_CHARS", "Caller", "Classification", "Classifier", "reply_name"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,3 +86,20 @@ class Classifier(Protocol):
     def record_timeout(self) -> None:
         """The router's budget ran out on this classifier: one with a circuit breaker counts it."""
         return None
+
+
+#: The longest category, label, adapter or model name a server may answer (names reach response
+#: headers, spend logs and the audit line).
+MAX_NAME_CHARS = 128
+
+
+def reply_name(value: Any, method: str, field: str) -> str | None:
+    """A name from a server's reply (MCP, vLLM), or None when absent; `ClassifierError` for one that
+    could not be a header value (control characters) or is longer than `MAX_NAME_CHARS`."""
+    if value is None or value == "":
+        return None
+    name = str(value)
+    if len(name) > MAX_NAME_CHARS or not name.isprintable():
+        raise ClassifierError(method, f"the reply's {field} is not a printable name of at most "
+                                      f"{MAX_NAME_CHARS} characters")
+    return name

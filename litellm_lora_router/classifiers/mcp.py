@@ -28,7 +28,7 @@ from typing import Any
 from ..breaker import CircuitBreaker
 from ..config import McpCategoryModelConfig, RouterConfig
 from ..errors import ClassifierError, ClassifierTimeout
-from .base import Caller, Classification, Classifier
+from .base import Caller, Classification, Classifier, reply_name
 
 __all__ = ["McpClassifier", "build", "discover_tool"]
 
@@ -36,10 +36,6 @@ logger = logging.getLogger("litellm_lora_router")
 
 #: The longest system prompt a server may set (it goes into the request sent to vLLM).
 MAX_SYSTEM_PROMPT_CHARS = 32_768
-#: The longest category, adapter or model name a server may answer (names reach response headers,
-#: spend logs and the audit line).
-MAX_NAME_CHARS = 128
-
 PREFERRED_TOOL_NAMES = ("classify_text", "classify", "categorize", "categorize_text")
 
 
@@ -271,7 +267,7 @@ class McpClassifier(Classifier):
     def _classification(self, payload: Mapping[str, Any]) -> Classification:
         """The reply as a classification; `ClassifierError` for a confidence that is no
         probability or a system prompt that is not a string of at most `MAX_SYSTEM_PROMPT_CHARS`."""
-        label = _name_or_none(payload.get("class"), "class")
+        label = reply_name(payload.get("class"), self.method, "class")
         confidence = payload.get("confidence")
         confidence = (1.0 if label else 0.0) if confidence is None else confidence
         if isinstance(confidence, bool) or not isinstance(confidence, int | float) or not 0.0 <= confidence <= 1.0:
@@ -290,8 +286,8 @@ class McpClassifier(Classifier):
         reasoning = payload.get("use_reasoning")
         return Classification(
             label, confidence, self.method,
-            lora_name=_name_or_none(payload.get("lora_name"), "lora_name"),
-            model=_name_or_none(payload.get("model"), "model"),
+            lora_name=reply_name(payload.get("lora_name"), self.method, "lora_name"),
+            model=reply_name(payload.get("model"), self.method, "model"),
             use_reasoning=bool(reasoning) if reasoning is not None else None,
             system_prompt=prompt or None,
         )
@@ -312,18 +308,6 @@ def build(config: RouterConfig, encoding: Callable[[], Any]) -> McpClassifier | 
                        "lora_router.classification_timeout_seconds (%s); MCP calls are cut at %s s",
                        config.source or "router config", mcp.timeout_seconds, budget, budget)
     return McpClassifier(mcp, cwd, {c.name: c.system_prompt for c in config.categories}, budget_seconds=budget)
-
-
-def _name_or_none(value: Any, field: str) -> str | None:
-    """A name from the reply, or None when absent; `ClassifierError` for one that could not be a
-    header value (control characters) or is longer than `MAX_NAME_CHARS`."""
-    if value is None or value == "":
-        return None
-    name = str(value)
-    if len(name) > MAX_NAME_CHARS or not name.isprintable():
-        raise ClassifierError("mcp", f"the reply's {field} is not a printable name of at most "
-                                     f"{MAX_NAME_CHARS} characters")
-    return name
 
 
 def _result_json_categories(result: Any) -> list[Any]:

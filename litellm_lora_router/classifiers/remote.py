@@ -28,7 +28,9 @@ into a fallback. Answers are input like any other: their shape is checked before
 
 from __future__ import annotations
 
+import json
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,12 +41,14 @@ from ..batching import MicroBatcher
 from ..breaker import CircuitBreaker
 from ..config import CategoryModelConfig, EncoderConfig, RemoteEndpoint
 from ..errors import ClassifierError, ClassifierTimeout
+from .base import reply_name
 
 __all__ = ["OpenAIEmbeddingsEncoder", "PoolingClient", "VllmClassifyModel"]
 
 #: Statuses that blame the input, not the server: they fail the batch but leave the breaker alone.
 INPUT_ERRORS = frozenset({400, 413, 422})
-MAX_LABEL_CHARS = 200
+#: The most of an answer read: 32 embeddings of 4,096 floats as JSON take about 3 MB.
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
 Encoded = tuple[np.ndarray, bool]
 Probabilities = tuple[np.ndarray, bool]
@@ -69,20 +73,23 @@ class PoolingClient:
         if not self.breaker.allow():
             raise ClassifierError(self._method, f"circuit breaker open for {self._where}")
         try:
-            response = self._client.post(self._url, json=body)
+            status, answer = self._read(body)
         except httpx.TimeoutException as exc:
             self.breaker.record_failure()
             raise ClassifierTimeout(self._method, f"no answer from {self._where} within {self._timeout}s") from exc
         except httpx.HTTPError as exc:
             self.breaker.record_failure()
             raise ClassifierError(self._method, f"{type(exc).__name__} calling {self._where}") from exc
-        if response.status_code in INPUT_ERRORS:
-            raise ClassifierError(self._method, f"{self._where} refused the input (HTTP {response.status_code})")
-        if response.status_code != 200:
+        if status in INPUT_ERRORS:
+            raise ClassifierError(self._method, f"{self._where} refused the input (HTTP {status})")
+        if status != 200:
             self.breaker.record_failure()
-            raise ClassifierError(self._method, f"HTTP {response.status_code} from {self._where}")
+            raise ClassifierError(self._method, f"HTTP {status} from {self._where}")
+        if answer is None:
+            self.breaker.record_failure()
+            raise ClassifierError(self._method, f"{self._where} answered with over {MAX_ANSWER_BYTES} bytes")
         try:
-            payload = response.json()
+            payload = json.loads(answer)
         except ValueError as exc:
             self.breaker.record_failure()
             raise ClassifierError(self._method, f"{self._where} answered with something other than JSON") from exc
@@ -91,6 +98,23 @@ class PoolingClient:
             raise ClassifierError(self._method, f"{self._where} answered without a `data` list")
         self.breaker.record_success()
         return payload
+
+    def _read(self, body: dict[str, Any]) -> tuple[int, bytes | None]:
+        """(status, answer body; None when over MAX_ANSWER_BYTES). httpx's timeout bounds each
+        read; `timeout_seconds` also bounds the whole answer, so a trickling server cannot hold
+        the worker thread that every request shares."""
+        deadline = time.monotonic() + self._timeout
+        with self._client.stream("POST", self._url, json=body) as response:
+            if response.status_code != 200:
+                return response.status_code, b""
+            answer = bytearray()
+            for chunk in response.iter_bytes():
+                answer += chunk
+                if len(answer) > MAX_ANSWER_BYTES:
+                    return response.status_code, None
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("the answer took longer than timeout_seconds")
+            return response.status_code, bytes(answer)
 
     def close(self) -> None:
         self._client.close()
@@ -196,8 +220,8 @@ class VllmClassifyModel:
                 raise ClassifierError("domain", "`probs` is not a probability distribution (softmax activation off?)")
             results.append((probs, cut_off))
         for item, (probs, _) in zip(sorted(payload["data"], key=lambda item: item["index"]), results, strict=True):
-            label = item.get("label")
-            if isinstance(label, str) and 0 < len(label) <= MAX_LABEL_CHARS:
+            label = reply_name(item.get("label"), "domain", "label")
+            if label is not None:
                 self.reported_labels.setdefault(int(np.argmax(probs)), label)
         return results
 
