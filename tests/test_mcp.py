@@ -99,6 +99,26 @@ async def test_crashing_server_is_restarted_and_routing_resumes() -> None:
         await router.aclose()
 
 
+async def test_a_tool_error_or_plain_text_answer_keeps_the_session() -> None:
+    """A tool that fails or answers something other than JSON is the server answering: the call
+    falls back and counts in the breaker, and the session (a stdio server process) is kept; it
+    used to be replaced, restarting the server on every such answer."""
+    router = LoraRouter.from_config(parse_config(example_raw()))
+    classifier = router.classifiers[0]
+    assert isinstance(classifier, McpClassifier)
+    try:
+        await router.start()
+        session = classifier._session.current
+        for text in ("TOOL-ERROR please", "NOT-JSON please"):
+            routed = await router.route(request(text), caller=Caller(tenant="team:acme"))
+            assert (routed.decision.model, routed.decision.reason) == ("llama2-7b", "classifier_error")
+        assert classifier.breaker.consecutive == 2 and classifier._session.current is session
+        fine = await router.route(request(), caller=Caller(tenant="team:acme"))
+        assert (fine.decision.model, fine.decision.reason) == ("acme-support-lora", None)
+    finally:
+        await router.aclose()
+
+
 @pytest.mark.parametrize("reply", [
     {"class": "technical", "confidence": "high"},
     {"class": "technical", "confidence": float("nan")},

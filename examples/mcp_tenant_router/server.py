@@ -18,7 +18,8 @@ Tools:
   per-key logging credentials).
 
 For tests: `MCP_TENANT_ROUTER_DELAY=<seconds>` answers slowly, and so does a text containing
-`DELAY=<seconds>`; a text containing `CRASH-NOW` makes the server process exit;
+`DELAY=<seconds>`; a text containing `CRASH-NOW` makes the server process exit, `TOOL-ERROR`
+makes the tool fail (an error result) and `NOT-JSON` makes it answer plain text;
 `MCP_TENANT_ROUTER_LOG=<file>` appends each call's `context` to that file as a JSON line.
 """
 
@@ -56,6 +57,10 @@ def classify_text(text: str, with_probabilities: bool = False, context: dict[str
     """Classify a user query into a category and pick the tenant's LoRA adapter."""
     if "CRASH-NOW" in text:
         os._exit(1)
+    if "TOOL-ERROR" in text:
+        raise ValueError("the tool failed")
+    if "NOT-JSON" in text:
+        return "technical, I think"
     if os.environ.get("MCP_TENANT_ROUTER_LOG"):
         with open(os.environ["MCP_TENANT_ROUTER_LOG"], "a", encoding="utf-8") as log:
             log.write(json.dumps(context) + "\n")

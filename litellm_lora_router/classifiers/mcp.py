@@ -52,17 +52,22 @@ def discover_tool(tools: Sequence[tuple[str, str]]) -> str | None:
 
 
 def _result_json(result: Any) -> dict[str, Any]:
+    """The tool's JSON object. A tool error or another answer is the server's answer, not a broken
+    session: `ClassifierError` (counted by the breaker; the session is kept)."""
     if getattr(result, "is_error", False):
-        raise ValueError("the tool reported an error")
+        raise ClassifierError("mcp", "the tool reported an error")
     if isinstance(getattr(result, "structured_content", None), Mapping) and "class" in result.structured_content:
         return dict(result.structured_content)
     for block in getattr(result, "content", []) or []:
         text = getattr(block, "text", None)
         if isinstance(text, str):
-            parsed = json.loads(text)
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                break
             if isinstance(parsed, dict):
                 return parsed
-    raise ValueError("no JSON object in the tool result")
+    raise ClassifierError("mcp", "no JSON object in the tool result")
 
 
 class _Connection:
