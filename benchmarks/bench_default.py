@@ -1,8 +1,9 @@
 """Cache-miss cost of the shipped default vs the previous default, side by side in one run.
 
 Previous default: keyword rules, then a linear head over int8 ONNX MiniLM. New default: the guide's
-config, a linear head over the multilingual USE and MiniLM encoders (two passes each, micro-batched together, for a
-conversation with earlier user turns). Rounds interleave the two so machine load hits both alike.
+config, a linear head over the multilingual USE and MiniLM encoders, and for a conversation with
+earlier user turns a USE-only head over the user turns joined (one more USE pass, micro-batched with
+the last turn's). Rounds interleave the two so machine load hits both alike.
 `python benchmarks/bench_default.py [--rounds 300]`
 """
 

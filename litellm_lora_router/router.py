@@ -321,7 +321,8 @@ class _SharedEncoding:
             from .classifiers.encoders import EncodingService, build_encoder
 
             model = self._config.classifier.category_model
-            encoder = build_encoder(options, self._config.resolve_path, model.use_cpu if model else True, encoder_id)
+            encoder = build_encoder(options, self._config.resolve_path, model.use_cpu if model else True, encoder_id,
+                                    self._config.lora_router.classification_timeout_seconds)
             self._services[encoder_id] = EncodingService(encoder, options, self._telemetry)
         return self._services[encoder_id]
 

@@ -250,8 +250,8 @@ def build(config: RouterConfig, encoding: Callable[[str], EncodingService]) -> D
         from .remote import VllmClassifyModel
 
         labels = read_mapping(mapping) if mapping is not None else []
-        return DomainClassifier(VllmClassifyModel(model, config.lora_router.encoder), labels, model.threshold,
-                                config.category_for_label)
+        remote = VllmClassifyModel(model, config.lora_router.encoder, config.lora_router.classification_timeout_seconds)
+        return DomainClassifier(remote, labels, model.threshold, config.category_for_label)
     model_dir = config.resolve_path(model.model_id)
     if not model_dir.is_dir():
         raise ConfigError(file, [ConfigIssue(

@@ -28,14 +28,14 @@ class EmbeddingClassifier(Classifier):
         self._rules = tuple(rules)
         self._encoding = encoding
         self._examples: list[np.ndarray] | None = None
-        self._preparing = asyncio.Lock()
+        self._preparing: asyncio.Future[list[np.ndarray]] | None = None
         if not getattr(encoding.encoder, "remote", False):
             self._examples = self._encode_examples()
 
     def _encode_examples(self) -> list[np.ndarray]:
         """Blocking: the encoder pass over every rule's example phrases, split back per rule."""
         phrases = [phrase for rule in self._rules for phrase in rule.keywords]
-        vectors = np.stack([v for v, _ in self._encoding.encoder.encode(phrases)])
+        vectors = np.stack([v for v, _ in self._encoding.encoder.encode_examples(phrases)])
         examples, start = [], 0
         for rule in self._rules:
             examples.append(vectors[start : start + len(rule.keywords)])
@@ -43,10 +43,14 @@ class EmbeddingClassifier(Classifier):
         return examples
 
     async def _ready_examples(self) -> list[np.ndarray]:
+        """One preparation shared by every caller, and not cancelled with the request that started
+        it (its thread would go on anyway, and the next request would start another)."""
         if self._examples is None:
-            async with self._preparing:
-                if self._examples is None:
-                    self._examples = await asyncio.to_thread(self._encode_examples)
+            preparing = self._preparing
+            failed = preparing is not None and preparing.done() and (preparing.cancelled() or preparing.exception() is not None)
+            if preparing is None or failed or preparing.get_loop() is not asyncio.get_running_loop():
+                preparing = self._preparing = asyncio.ensure_future(asyncio.to_thread(self._encode_examples))
+            self._examples = await asyncio.shield(preparing)
         return self._examples
 
     async def connect(self) -> None:

