@@ -15,8 +15,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -25,7 +26,8 @@ import httpx
 from .config import RouterConfig
 from .telemetry import NullTelemetry, Telemetry
 
-__all__ = ["AdapterRegistry", "ServerSource", "ServerState", "VllmServer", "servers_from_endpoints"]
+__all__ = ["AdapterRegistry", "ServerSource", "ServerState", "VllmServer", "servers_from_deployments",
+           "servers_from_endpoints"]
 
 logger = logging.getLogger("litellm_lora_router")
 
@@ -82,6 +84,34 @@ class ServerState:
     adapters: frozenset[str] = frozenset()  # the ids with a `parent`
     error: str | None = None
     conclusive: bool = True
+
+
+def _env_value(value: object) -> str | None:
+    """LiteLLM's `os.environ/NAME` indirection, resolved as the proxy resolves it."""
+    if isinstance(value, str) and value.startswith("os.environ/"):
+        return os.environ.get(value.removeprefix("os.environ/"))
+    return value if isinstance(value, str) else None
+
+
+def servers_from_deployments(deployments: Iterable[object]) -> dict[str, list[VllmServer]]:
+    """Model name -> the servers of LiteLLM deployments (`model_list` entries): their `api_base`,
+    or for a `hosted_vllm/` model without one, LiteLLM's default `$HOSTED_VLLM_API_BASE` (and
+    `$HOSTED_VLLM_API_KEY`). One reading for the running proxy and for `lora-router check`."""
+    servers: dict[str, list[VllmServer]] = {}
+    for deployment in deployments:
+        if not isinstance(deployment, Mapping):
+            continue
+        params = deployment.get("litellm_params")
+        params = params if isinstance(params, Mapping) else {}
+        name = deployment.get("model_name")
+        api_base, api_key = _env_value(params.get("api_base")), _env_value(params.get("api_key"))
+        if api_base is None and str(params.get("model", "")).startswith("hosted_vllm/"):
+            api_base, api_key = os.environ.get("HOSTED_VLLM_API_BASE"), api_key or os.environ.get("HOSTED_VLLM_API_KEY")
+        if isinstance(name, str) and api_base:
+            server = VllmServer(api_base, api_key)
+            if server not in servers.setdefault(name, []):
+                servers[name].append(server)
+    return servers
 
 
 def servers_from_endpoints(config: RouterConfig) -> dict[str, list[VllmServer]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import secrets
 import sys
 import tempfile
@@ -19,7 +18,7 @@ from typing import Any
 import httpx
 import yaml
 
-from .adapters import AdapterRegistry, VllmServer, servers_from_endpoints
+from .adapters import AdapterRegistry, VllmServer, servers_from_deployments, servers_from_endpoints
 from .config import RouterConfig, load_config
 from .errors import ConfigError, LoraRouterError
 from .extras import missing, require_training
@@ -106,25 +105,10 @@ def direct_access_warnings(config: RouterConfig, litellm_path: Path) -> list[str
     return warnings
 
 
-def _env_value(value: Any) -> str | None:
-    """LiteLLM's `os.environ/NAME` indirection, resolved as the proxy resolves it."""
-    if isinstance(value, str) and value.startswith("os.environ/"):
-        return os.environ.get(value.removeprefix("os.environ/"))
-    return value if isinstance(value, str) else None
-
-
 def servers_from_litellm_config(litellm_path: Path) -> dict[str, list[VllmServer]]:
-    """Model name -> the `api_base`s its `model_list` entries send it to."""
+    """Model name -> the servers its `model_list` entries send it to (as the proxy reads them)."""
     _, entries, _ = _litellm_model_list(litellm_path)
-    servers: dict[str, list[VllmServer]] = {}
-    for entry in entries:
-        params = entry.get("litellm_params") if isinstance(entry, dict) else None
-        api_base = _env_value(params.get("api_base")) if isinstance(params, dict) else None
-        if api_base and isinstance(entry.get("model_name"), str):
-            server = VllmServer(api_base, _env_value(params.get("api_key")))  # type: ignore[union-attr]
-            if server not in servers.setdefault(entry["model_name"], []):
-                servers[entry["model_name"]].append(server)
-    return servers
+    return servers_from_deployments(entries)
 
 
 async def probe_adapters(

@@ -31,7 +31,7 @@ from litellm.proxy._types import ProxyErrorTypes, ProxyException, UserAPIKeyAuth
 from litellm.types.guardrails import GuardrailEventHooks
 
 from . import readiness
-from .adapters import VllmServer
+from .adapters import VllmServer, servers_from_deployments
 from .classifiers.base import Caller
 from .config import RouterConfig
 from .decision import TenantPolicy, fallback_decision
@@ -274,17 +274,7 @@ def _litellm_vllm_servers() -> dict[str, list[VllmServer]]:
     except (AttributeError, TypeError, ValueError) as exc:  # a LiteLLM release that changed its router
         logger.warning("cannot read LiteLLM's deployments (%s); adapter checks are off", type(exc).__name__)
         return {}
-    servers: dict[str, list[VllmServer]] = {}
-    for deployment in deployments:
-        params = deployment.get("litellm_params") or {}
-        name, api_base, api_key = deployment.get("model_name"), params.get("api_base"), params.get("api_key")
-        if api_base is None and str(params.get("model", "")).startswith("hosted_vllm/"):  # LiteLLM's defaults
-            api_base, api_key = os.environ.get("HOSTED_VLLM_API_BASE"), api_key or os.environ.get("HOSTED_VLLM_API_KEY")
-        if isinstance(name, str) and isinstance(api_base, str):
-            server = VllmServer(api_base, api_key if isinstance(api_key, str) else None)
-            if server not in servers.setdefault(name, []):
-                servers[name].append(server)
-    return servers
+    return servers_from_deployments(deployments)
 
 
 def _requested_models(model: Any) -> list[str]:

@@ -303,3 +303,23 @@ async def test_a_models_answer_over_the_byte_cap_is_inconclusive_and_not_kept() 
     finally:
         await adapters.aclose()
         models.close()
+
+
+def test_check_reads_hosted_vllm_deployments_as_the_proxy_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `hosted_vllm/` deployment without `api_base` goes to LiteLLM's `$HOSTED_VLLM_API_BASE`:
+    `check --probe` used to skip it (only the running proxy read it), so it probed nothing."""
+    from litellm_lora_router.cli import servers_from_litellm_config
+
+    monkeypatch.setenv("HOSTED_VLLM_API_BASE", "http://vllm:8000/v1")
+    monkeypatch.setenv("HOSTED_VLLM_API_KEY", "sk-vllm")
+    monkeypatch.setenv("OTHER_BASE", "http://other:8000/v1")
+    litellm_config = tmp_path / "litellm_config.yaml"
+    litellm_config.write_text(yaml.safe_dump({"model_list": [
+        {"model_name": "technical-lora", "litellm_params": {"model": "hosted_vllm/technical-lora"}},
+        {"model_name": "legal-lora", "litellm_params": {"model": "hosted_vllm/legal-lora", "api_base": "os.environ/OTHER_BASE"}},
+        {"model_name": "gpt", "litellm_params": {"model": "openai/gpt-4o"}},
+    ]}))
+    servers = servers_from_litellm_config(litellm_config)
+    assert servers == {"technical-lora": [VllmServer("http://vllm:8000/v1", "sk-vllm")],
+                       "legal-lora": [VllmServer("http://other:8000/v1")]}
+    assert servers["technical-lora"][0].api_key == "sk-vllm"

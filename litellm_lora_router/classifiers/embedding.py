@@ -47,7 +47,8 @@ class EmbeddingClassifier(Classifier):
         it (its thread would go on anyway, and the next request would start another)."""
         if self._examples is None:
             preparing = self._preparing
-            failed = preparing is not None and preparing.done() and (preparing.cancelled() or preparing.exception() is not None)
+            failed = preparing is not None and preparing.done() and (
+                preparing.cancelled() or preparing.exception() is not None)
             if preparing is None or failed or preparing.get_loop() is not asyncio.get_running_loop():
                 preparing = self._preparing = asyncio.ensure_future(asyncio.to_thread(self._encode_examples))
             self._examples = await asyncio.shield(preparing)

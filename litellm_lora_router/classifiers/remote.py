@@ -212,7 +212,8 @@ class VllmClassifyModel:
     vLLM reports for the arg-max (its `id2label`), remembered per class index in `reported_labels`.
     """
 
-    def __init__(self, config: CategoryModelConfig, batching: EncoderConfig, budget_seconds: float | None = None) -> None:
+    def __init__(self, config: CategoryModelConfig, batching: EncoderConfig,
+                 budget_seconds: float | None = None) -> None:
         assert config.remote is not None and config.remote.base_url is not None  # checked at config load
         self.endpoint = config.remote
         self.model = config.served_model
