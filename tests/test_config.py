@@ -74,9 +74,19 @@ def test_guide_config_loads_unchanged(caplog: pytest.LogCaptureFixture) -> None:
     assert "reasoning_family: 'llama2' is not defined" in caplog.text  # a warning, not a crash
 
 
-def test_shipped_router_config_is_the_guide_plus_keyword_rules() -> None:
-    guide = load_config(GUIDE_CONFIG).model_dump(exclude={"keyword_rules"})
-    assert load_config(DEFAULT_ROUTER_CONFIG).model_dump(exclude={"keyword_rules"}) == guide
+def test_shipped_router_config_is_the_guide_unchanged() -> None:
+    """The shipped `router_config.yaml` (and the package's copy the demo embeds) is the guide's file:
+    its keyword rules lowered accuracy and were removed (README, "Accuracy")."""
+    guide = load_config(GUIDE_CONFIG).model_dump(exclude={"source"})
+    for shipped in (ROOT / "router_config.yaml", ROOT / "litellm_lora_router" / "defaults" / "router_config.yaml"):
+        assert load_config(shipped).model_dump(exclude={"source"}) == guide, shipped
+
+
+def test_the_tests_keyword_config_is_the_guide_plus_keyword_rules() -> None:
+    config = load_config(DEFAULT_ROUTER_CONFIG)
+    assert config.keyword_rules
+    assert config.model_dump(exclude={"keyword_rules", "source"}) == load_config(GUIDE_CONFIG).model_dump(
+        exclude={"keyword_rules", "source"})
 
 
 def test_defaults_as_in_vllm_semantic_router() -> None:

@@ -145,6 +145,21 @@ async def test_an_unusable_reply_is_a_classifier_error(monkeypatch: pytest.Monke
     assert classifier.breaker.consecutive == 1
 
 
+async def test_a_usable_reply_through_the_same_stand_in_classifies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The control for the test above: the same replacement of the call, with a good reply."""
+    classifier = McpClassifier(parse_config(example_raw()).classifier.mcp_category_model)
+
+    async def answer(connection: Any, arguments: dict[str, Any]) -> dict[str, Any]:
+        return {"class": "technical", "confidence": 0.9, "lora_name": "technical-lora", "system_prompt": "Be exact."}
+
+    monkeypatch.setattr(classifier, "_call", answer)
+    monkeypatch.setattr(classifier._session, "connection", lambda: None)
+    [result] = await classifier.classify([QUESTION])
+    assert (result.category, result.confidence, result.lora_name, result.system_prompt) == (
+        "technical", 0.9, "technical-lora", "Be exact.")
+    assert classifier.breaker.consecutive == 0
+
+
 def calls_logged(log: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 

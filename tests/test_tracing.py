@@ -70,7 +70,14 @@ async def test_a_fallback_span_carries_the_reason(exporter: InMemorySpanExporter
 
 
 async def test_no_parent_span_no_tracing(exporter: InMemorySpanExporter) -> None:
-    """Without LiteLLM's otel callback there is no parent: nothing is recorded."""
+    """Without LiteLLM's otel callback there is no parent: nothing is recorded. (First the control:
+    with a parent, this exporter does see the span, so an empty list below means something.)"""
+    exporter.clear()
+    parent = trace.get_tracer("litellm").start_span("request")
+    with route_span(parent) as record:
+        record(await keyword_router().route(BODY))
+    parent.end()
+    assert [s.name for s in exporter.get_finished_spans()] == [SPAN_NAME, "request"]
     exporter.clear()
     with route_span(None) as record:
         record(await keyword_router().route(BODY))
