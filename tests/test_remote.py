@@ -221,34 +221,35 @@ def test_remote_backend_needs_a_url(monkeypatch: pytest.MonkeyPatch) -> None:
     assert remote_config is not None and remote_config.base_url == "http://embeddings:8000/v1"
 
 
+async def reason_for_classify_answer(answer: dict[str, Any], mapping: bool = True) -> str | None:
+    """The fallback reason of a request whose `/classify` call gets `answer` from a real HTTP server
+    (None: routed; a fallback always goes to the default model)."""
+    server = AnsweringServer(json.dumps(answer).encode())
+    router = LoraRouter.from_config(parse_config(classify_raw(server.url, mapping=mapping)))
+    try:
+        routed = await router.route(request("Is a verbal agreement legally binding?"))
+        assert routed.decision.reason is None or routed.decision.model == "llama2-7b"
+        return routed.decision.reason
+    finally:
+        await router.aclose()
+        server.close()
+
+
 @pytest.mark.parametrize("label", ["technical\r\nx-lora-router-category: legal", "x" * 129])
 async def test_a_vllm_label_that_could_not_be_a_name_fails_closed(label: str) -> None:
     """Without a mapping, vLLM's `label` names the category; one with a line break or of any
     length used to be taken (up to 200 characters) into decisions, headers and metric labels."""
     answer = {"data": [{"index": 0, "label": label, "probs": [0.9, 0.1], "num_classes": 2}]}
-    server = AnsweringServer(json.dumps(answer).encode())
-    router = LoraRouter.from_config(parse_config(classify_raw(server.url, mapping=False)))
-    try:
-        routed = await router.route(request("Is a verbal agreement legally binding?"))
-        assert (routed.decision.model, routed.decision.reason) == ("llama2-7b", "classifier_error")
-    finally:
-        await router.aclose()
-        server.close()
+    assert await reason_for_classify_answer(answer, mapping=False) == "classifier_error"
 
 
 async def test_a_remote_answer_over_the_byte_cap_fails_closed() -> None:
     """A well-formed answer (legal, 0.98) padded past the cap: it used to be read whole and used."""
     from litellm_lora_router.classifiers.remote import MAX_ANSWER_BYTES
 
-    answer = {"data": [{"index": 0, "label": None, "probs": [0.0, 0.98, 0.01, 0.01]}], "padding": "x" * MAX_ANSWER_BYTES}
-    server = AnsweringServer(json.dumps(answer).encode())
-    router = LoraRouter.from_config(parse_config(classify_raw(server.url)))
-    try:
-        routed = await router.route(request("Is a verbal agreement legally binding?"))
-        assert (routed.decision.model, routed.decision.reason) == ("llama2-7b", "classifier_error")
-    finally:
-        await router.aclose()
-        server.close()
+    answer = {"data": [{"index": 0, "label": None, "probs": [0.0, 0.98, 0.01, 0.01]}]}
+    assert await reason_for_classify_answer(answer) is None  # routed (legal) without the padding
+    assert await reason_for_classify_answer({**answer, "padding": "x" * MAX_ANSWER_BYTES}) == "classifier_error"
 
 
 async def test_a_stalled_remote_is_cut_at_the_budget_and_opens_its_breaker(pooling: Service) -> None:
