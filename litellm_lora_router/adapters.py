@@ -218,7 +218,7 @@ class AdapterRegistry:
             cards = [c for c in data if isinstance(c, dict) and isinstance(c.get("id"), str)]
         except httpx.ConnectError as exc:  # refused (or no route): down
             return ServerState(reachable=False, error=type(exc).__name__)
-        except (httpx.HTTPError, ValueError, KeyError, TypeError, TimeoutError) as exc:
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, TimeoutError, RecursionError) as exc:
             return ServerState(reachable=False, error=type(exc).__name__, conclusive=False)
         return ServerState(
             reachable=True,

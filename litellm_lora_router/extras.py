@@ -79,7 +79,8 @@ def _head_encoders(model_dir: Path) -> list[str]:
     from .classifiers.domain import HEAD_FILE, head_encoders
 
     try:
-        return head_encoders(json.loads((model_dir / HEAD_FILE).read_text(encoding="utf-8")))
+        meta = json.loads((model_dir / HEAD_FILE).read_text(encoding="utf-8"))
+        return list(dict.fromkeys(head_encoders(meta) + head_encoders(meta, "context_encoders")))
     except (OSError, ValueError):
         return []
 

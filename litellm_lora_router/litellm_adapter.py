@@ -158,10 +158,16 @@ class LoraRouterHook(CustomGuardrail):
         finally:
             retrying.cancel()
             swapped.cancel()
-        if router is self.router:
-            if self._ready_file is not None:
-                readiness.mark_ready(self._ready_file, [c.method for c in router.classifiers])
-            await self._swapped.wait()
+            await asyncio.gather(retrying, swapped, return_exceptions=True)
+        if router is not self.router:
+            return
+        failure = None if retrying.cancelled() else retrying.exception()
+        if failure is not None or retrying.cancelled() or not retrying.result():
+            logger.error("lora-router: could not finish connecting (%s); not marked ready",
+                         type(failure).__name__ if failure else "closed")
+        elif self._ready_file is not None:
+            readiness.mark_ready(self._ready_file, [c.method for c in router.classifiers])
+        await self._swapped.wait()
 
     async def aclose(self) -> None:
         """Stop following the config, stop serving metrics, close the router in use."""

@@ -138,3 +138,23 @@ def test_proxy_refuses_to_start_without_the_extra(slim_env: dict[str, str]) -> N
     result = run([litellm_cli, *args], slim_env)
     assert result.returncode != 0
     assert f"{REPO_ROUTER_CONFIG}: {MODELS_MESSAGE}" in result.stdout + result.stderr
+
+
+def test_an_encoder_only_the_conversation_head_reads_is_needed_too(tmp_path: Path) -> None:
+    """A head over MiniLM whose conversation head reads USE needs USE's extra (it used to escape as
+    an ImportError at load instead of naming the extra)."""
+    import numpy as np
+
+    from litellm_lora_router.classifiers.encoders import MINILM_ID, USE_ID
+    from litellm_lora_router.training import save_head
+
+    labels = ["general", "legal", "medical", "technical"]
+    save_head(tmp_path, labels, np.zeros((4, 384), np.float32), np.zeros(4, np.float32), [MINILM_ID],
+              context=(np.zeros((4, 512), np.float32), np.zeros(4, np.float32), [USE_ID]))
+    raw = guide_raw()
+    raw["classifier"]["category_model"].update(model_id=str(tmp_path), category_mapping_path=str(tmp_path / "category_mapping.json"))
+    use_absent = {"onnxruntime_extensions"}
+    issues = missing(parse_config(raw, "router_config.yaml"), lambda module: module not in use_absent)
+    assert [str(issue) for issue in issues] == [
+        "classifier.category_model.model_id: expected the [models] extra for the multilingual USE encoder "
+        "(pip install 'litellm-lora-router[models]'), got missing onnxruntime_extensions"]

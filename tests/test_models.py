@@ -312,3 +312,19 @@ def test_eval_cli_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> No
                            "latency_ms", "by"}
     assert report["n"] == 48 and report["accuracy"] > 0.5 and set(report["latency_ms"]) == {"p50", "p99"}
     assert np.array(report["confusion"]["matrix"]).sum() == 48
+
+
+async def test_a_conversation_head_that_does_not_fit_fails_at_load(tmp_path: Path) -> None:
+    """A conversation head of the wrong width used to load and fail every multi-turn request."""
+    from litellm_lora_router.classifiers.encoders import USE_ID
+    from litellm_lora_router.training import save_head
+
+    labels = ["general", "legal", "medical", "technical"]
+    save_head(tmp_path, labels, np.zeros((4, 512), np.float32), np.zeros(4, np.float32), [USE_ID],
+              context=(np.zeros((4, 384), np.float32), np.zeros(4, np.float32), [USE_ID]))
+    raw = guide_raw()
+    raw["classifier"]["category_model"].update(model_id=str(tmp_path), category_mapping_path=str(tmp_path / "category_mapping.json"))
+    with pytest.raises(ConfigError) as info:
+        LoraRouter.from_config(parse_config(raw, "router_config.yaml"))
+    assert "classifier.category_model.model_id" in str(info.value)
+    assert "context_weight (4, 384)" in str(info.value) and "512 encoder dimensions" in str(info.value)

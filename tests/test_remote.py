@@ -239,8 +239,9 @@ async def reason_for_classify_answer(answer: dict[str, Any], mapping: bool = Tru
 async def test_a_vllm_label_that_could_not_be_a_name_fails_closed(label: str) -> None:
     """Without a mapping, vLLM's `label` names the category; one with a line break or of any
     length used to be taken (up to 200 characters) into decisions, headers and metric labels."""
-    answer = {"data": [{"index": 0, "label": label, "probs": [0.9, 0.1], "num_classes": 2}]}
-    assert await reason_for_classify_answer(answer, mapping=False) == "classifier_error"
+    answer = {"data": [{"index": 0, "label": label, "probs": [0.0, 0.9, 0.05, 0.05], "num_classes": 4}]}
+    assert await reason_for_classify_answer(answer, mapping=False) == "classifier_error"  # the class has no name
+    assert await reason_for_classify_answer(answer, mapping=True) is None  # the mapping names it: labels unread
 
 
 async def test_a_remote_answer_over_the_byte_cap_fails_closed() -> None:

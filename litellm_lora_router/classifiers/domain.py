@@ -106,6 +106,13 @@ class HeadModel:
         context = head_encoders(meta, "context_encoders")
         self._context_head = (_LinearHead(weights["context_weight"], weights["context_bias"],
                                           [encoding(e) for e in context]) if context else self._head)
+        for name, head in (("", self._head), ("context_", self._context_head)):
+            dims = [e.encoder.dim for e in head.encodings]  # a remote encoder's is known after its first answer
+            dim = sum(dims) if all(dims) else head.weight.shape[-1]
+            rows = len(self._head.bias)
+            if head.weight.shape != (rows, dim) or head.bias.shape != (rows,):
+                raise ValueError(f"head.npz: {name}weight {head.weight.shape} / {name}bias {head.bias.shape} do not "
+                                 f"fit {rows} labels over {dim} encoder dimensions")
         self._encodings = list({id(e): e for h in (self._head, self._context_head) for e in h.encodings}.values())
 
     async def probabilities(self, text: str) -> Probabilities:
@@ -250,7 +257,8 @@ def build(config: RouterConfig, encoding: Callable[[str], EncodingService]) -> D
         from .remote import VllmClassifyModel
 
         labels = read_mapping(mapping) if mapping is not None else []
-        remote = VllmClassifyModel(model, config.lora_router.encoder, config.lora_router.classification_timeout_seconds)
+        remote = VllmClassifyModel(model, config.lora_router.encoder, config.lora_router.classification_timeout_seconds,
+                                   reads_labels=not labels)
         return DomainClassifier(remote, labels, model.threshold, config.category_for_label)
     model_dir = config.resolve_path(model.model_id)
     if not model_dir.is_dir():

@@ -51,6 +51,7 @@ class EmbeddingClassifier(Classifier):
                 preparing.cancelled() or preparing.exception() is not None)
             if preparing is None or failed or preparing.get_loop() is not asyncio.get_running_loop():
                 preparing = self._preparing = asyncio.ensure_future(asyncio.to_thread(self._encode_examples))
+                preparing.add_done_callback(_retrieved)  # its failure is the waiters' to report, if any wait
             self._examples = await asyncio.shield(preparing)
         return self._examples
 
@@ -89,7 +90,14 @@ class EmbeddingClassifier(Classifier):
         return client.breaker if client is not None else None
 
     async def aclose(self) -> None:
+        if self._preparing is not None:
+            self._preparing.cancel()
         self._encoding.close()
+
+
+def _retrieved(future: asyncio.Future[list[np.ndarray]]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def build(config: RouterConfig, encoding: Callable[[], EncodingService]) -> EmbeddingClassifier | None:

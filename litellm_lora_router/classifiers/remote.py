@@ -21,8 +21,9 @@ The only module that calls pooling servers. Two documented APIs:
   https://docs.vllm.ai/en/latest/examples/pooling/classify/.
 
 Calls are blocking and run on a micro-batcher's worker thread (never on the event loop), one batch
-per request. Each call is bounded by `timeout_seconds`, cut to the routing budget
-(`classification_timeout_seconds`) on the request path; a circuit breaker stops calling a failing
+per request. Each call is bounded by `timeout_seconds` (the connect, each read, and the whole body
+from the call's start), cut to the routing budget (`classification_timeout_seconds`) on the request
+path; a circuit breaker stops calling a failing
 server for `breaker_reset_seconds`; every failure raises `ClassifierError`, which the router turns
 into a fallback. Answers are input like any other: their shape is checked before use.
 """
@@ -30,6 +31,7 @@ into a fallback. Answers are input like any other: their shape is checked before
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -45,6 +47,8 @@ from ..errors import ClassifierError, ClassifierTimeout
 from .base import reply_name
 
 __all__ = ["OpenAIEmbeddingsEncoder", "PoolingClient", "VllmClassifyModel"]
+
+logger = logging.getLogger("litellm_lora_router")
 
 #: Statuses that blame the input, not the server: they fail the batch but leave the breaker alone.
 INPUT_ERRORS = frozenset({400, 413, 422})
@@ -95,7 +99,7 @@ class PoolingClient:
             raise ClassifierError(self._method, f"{self._where} answered with over {MAX_ANSWER_BYTES} bytes")
         try:
             payload = json.loads(answer)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             self.breaker.record_failure()
             raise ClassifierError(self._method, f"{self._where} answered with something other than JSON") from exc
         if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
@@ -105,9 +109,9 @@ class PoolingClient:
         return payload
 
     def _read(self, body: dict[str, Any], timeout: float) -> tuple[int, bytes | None]:
-        """(status, answer body; None when over MAX_ANSWER_BYTES). httpx's timeout bounds each
-        read; `timeout` also bounds the whole answer, so a trickling server cannot hold the worker
-        thread that every request shares."""
+        """(status, answer body; None when over MAX_ANSWER_BYTES). httpx's `timeout` bounds the
+        connect and each read; the body must also be in within `timeout` of the call's start, so a
+        trickling server holds the worker thread at most about twice `timeout`, not for ever."""
         deadline = time.monotonic() + timeout
         with self._client.stream("POST", self._url, json=body, timeout=timeout) as response:
             if response.status_code != 200:
@@ -213,13 +217,14 @@ class VllmClassifyModel:
     """
 
     def __init__(self, config: CategoryModelConfig, batching: EncoderConfig,
-                 budget_seconds: float | None = None) -> None:
+                 budget_seconds: float | None = None, reads_labels: bool = True) -> None:
         assert config.remote is not None and config.remote.base_url is not None  # checked at config load
         self.endpoint = config.remote
         self.model = config.served_model
         root = config.remote.base_url.removesuffix("/v1")  # vLLM serves /classify at the root
         self.client = PoolingClient(config.remote, f"{root}/classify", "domain", budget_seconds)
         self.reported_labels: dict[int, str] = {}
+        self._reads_labels = reads_labels  # without a category_mapping_path, vLLM's labels name the classes
         self._batcher: MicroBatcher[Probabilities] = MicroBatcher(
             self._run, "domain", batching.batch_window_ms / 1000, batching.max_batch, batching.max_queue,
             batching.batching)
@@ -233,11 +238,21 @@ class VllmClassifyModel:
             if not math.isclose(float(probs.sum()), 1.0, abs_tol=1e-3) or (probs < 0).any():
                 raise ClassifierError("domain", "`probs` is not a probability distribution (softmax activation off?)")
             results.append((probs, cut_off))
-        for item, (probs, _) in zip(sorted(payload["data"], key=lambda item: item["index"]), results, strict=True):
-            label = reply_name(item.get("label"), "domain", "label")
-            if label is not None:
-                self.reported_labels.setdefault(int(np.argmax(probs)), label)
+        if self._reads_labels:
+            for item, (probs, _) in zip(sorted(payload["data"], key=lambda item: item["index"]), results, strict=True):
+                self._remember_label(int(np.argmax(probs)), item.get("label"))
         return results
+
+    def _remember_label(self, index: int, label: object) -> None:
+        """A label that could not be a name (a header value) is not remembered: the class stays
+        unnamed, and a request that picks it falls back."""
+        try:
+            name = reply_name(label, "domain", "label")
+        except ClassifierError as exc:
+            logger.warning("vLLM /classify: %s; class %d left unnamed", exc, index)
+            return
+        if name is not None:
+            self.reported_labels.setdefault(index, name)
 
     async def probabilities(self, text: str) -> Probabilities:
         return await self._batcher.submit(text)
