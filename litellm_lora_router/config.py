@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -489,13 +490,24 @@ class RouterConfig(_Strict):
         """The file this config was loaded from, for resolving relative paths."""
         return self._source
 
-    @property
+    # computed once per (frozen) config: the request path asks for these on every request
+
+    @cached_property
     def auto_model_names(self) -> frozenset[str]:
         return AUTO_MODEL_ALIASES | {self.auto_model_name}
 
-    @property
+    @cached_property
     def adapter_names(self) -> frozenset[str]:
         return frozenset(lora.name for m in self.models.values() for lora in m.loras)
+
+    @cached_property
+    def model_names(self) -> frozenset[str]:
+        """Every model name a decision can carry: base models, adapters, the auto model's names."""
+        return frozenset({*self.models, *self.adapter_names, *self.auto_model_names})
+
+    @cached_property
+    def category_names(self) -> frozenset[str]:
+        return frozenset(c.name for c in self.categories)
 
     def category(self, name: str) -> CategoryConfig | None:
         return next((c for c in self.categories if c.name == name), None)

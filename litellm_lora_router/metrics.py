@@ -124,7 +124,7 @@ class RouterMetrics:
     def observe_routed(self, routed: Routed, source_model: str, config: RouterConfig) -> None:
         """Everything one routing decision tells."""
         d = routed.decision
-        models = {*config.models, *config.adapter_names, *config.auto_model_names}
+        models = config.model_names
         model = _one_of(d.model, models)
         self.routing_latency.observe(routed.elapsed_ms / 1000.0)
         self.reason_codes.labels(reason_code=_code(d.reason) if d.reason else "auto_routing", model=model).inc()
@@ -138,7 +138,7 @@ class RouterMetrics:
             self.cache_misses.inc()
         if d.category is None:
             return
-        category = _one_of(d.category, {c.name for c in config.categories})
+        category = _one_of(d.category, config.category_names)
         self.category_classifications.labels(category=category).inc()
         method = _one_of(d.method, METHODS)
         self.classification_confidence.labels(category=category, classification_method=method).observe(d.confidence)
