@@ -119,8 +119,8 @@ def fine_tuned_logits(rows: list[tuple[str, str]], labels: list[str], texts: dic
         encoder.train()
         for start in range(0, len(order) - 31, 32):
             batch = order[start : start + 32]
-            loss = torch.nn.functional.cross_entropy(
-                forward([rows[i][0] for i in batch]), torch.tensor([labels.index(rows[i][1]) for i in batch]), weight=weight)
+            target = torch.tensor([labels.index(rows[i][1]) for i in batch])
+            loss = torch.nn.functional.cross_entropy(forward([rows[i][0] for i in batch]), target, weight=weight)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -177,7 +177,8 @@ def main() -> None:
         report(name, lambda p, c=context: blend(last_logits[p], c(p), is_conversation[p]), split, labels)
 
     print("\n2. other candidates, each with the shipped conversation head", flush=True)
-    tfidf = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True, min_df=2, max_features=50000).fit(texts)
+    tfidf = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True, min_df=2,
+                            max_features=50000).fit(texts)
 
     def with_tfidf(t: Sequence[str]) -> Any:
         return sparse.hstack([sparse.csr_matrix(vectors.both(t)), 0.5 * tfidf.transform(t)]).tocsr()
@@ -195,7 +196,7 @@ def main() -> None:
     # a learned blend: out-of-fold logits of the training conversations, their rows held out of each fold
     target = np.array([labels.index(r["label"]) for r in conversations])
     out_of_fold = np.zeros((len(conversations), 2 * len(labels)))
-    for kept, held_out in KFold(5, shuffle=True, random_state=0).split(conversations):
+    for _, held_out in KFold(5, shuffle=True, random_state=0).split(conversations):
         away = {row_text(conversations[i], k) for i in held_out for k in (0, 1, MAX_TURNS)}
         mask = np.array([t not in away for t in texts])
         fold_y = [label for label, m in zip(y, mask, strict=True) if m]
