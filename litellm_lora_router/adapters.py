@@ -39,6 +39,8 @@ PROBE_ON_DEMAND_EVERY_S = 1.0
 #: The most of a `/v1/models` answer read (a card is about 200 bytes): a server that sends more is
 #: not answering the question, and the answer is not kept in memory.
 MAX_MODELS_ANSWER_BYTES = 4 * 1024 * 1024
+#: The most of a `/v1/load_lora_adapter` answer read (a status line or a short error).
+MAX_LOAD_ANSWER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,16 @@ def servers_from_deployments(deployments: Iterable[object]) -> dict[str, list[Vl
             if server not in servers.setdefault(name, []):
                 servers[name].append(server)
     return servers
+
+
+async def _capped_body(response: httpx.Response, limit: int) -> bytes | None:
+    """A streamed answer's body, or None past `limit` bytes (the rest is not read)."""
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 def servers_from_endpoints(config: RouterConfig) -> dict[str, list[VllmServer]]:
@@ -201,12 +213,10 @@ class AdapterRegistry:
         async with self._http().stream("GET", server.url("/models"), headers=server.headers(),
                                        timeout=self._options.adapter_probe_timeout_seconds) as response:
             response.raise_for_status()
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > MAX_MODELS_ANSWER_BYTES:
-                    raise ValueError(f"GET /v1/models: answer over {MAX_MODELS_ANSWER_BYTES} bytes")
-            return bytes(body)
+            body = await _capped_body(response, MAX_MODELS_ANSWER_BYTES)
+            if body is None:
+                raise ValueError(f"GET /v1/models: answer over {MAX_MODELS_ANSWER_BYTES} bytes")
+            return body
 
     async def _probe(self, server: VllmServer) -> ServerState:
         timeout = self._options.adapter_probe_timeout_seconds
@@ -243,7 +253,7 @@ class AdapterRegistry:
         # no server known yet at all (LiteLLM builds its model list after the plugin starts), or one
         # of this adapter's never probed; an adapter no deployment serves probes nothing
         unprobed = not self._servers or any(s.api_base not in self.states for s in servers)
-        due = not self._servers or time.monotonic() - self._refreshed_at > PROBE_ON_DEMAND_EVERY_S
+        due = time.monotonic() - self._refreshed_at > PROBE_ON_DEMAND_EVERY_S  # reads LiteLLM's list too: not per request
         if unprobed and due:
             with contextlib.suppress(TimeoutError):  # each probe has its own timeout; this bounds the rest
                 await asyncio.wait_for(self.refresh(), self._options.adapter_probe_timeout_seconds + 1.0)
@@ -289,21 +299,22 @@ class AdapterRegistry:
     async def _load(self, server: VllmServer, adapter: str, path: str) -> bool:
         key = (server.api_base, adapter)
         try:
-            response = await self._http().post(
-                server.url("/load_lora_adapter"), headers=server.headers(),
-                json={"lora_name": adapter, "lora_path": path}, timeout=LOAD_HTTP_TIMEOUT_S)
+            async with self._http().stream("POST", server.url("/load_lora_adapter"), headers=server.headers(),
+                                           json={"lora_name": adapter, "lora_path": path},
+                                           timeout=LOAD_HTTP_TIMEOUT_S) as response:
+                status, body = response.status_code, await _capped_body(response, MAX_LOAD_ANSWER_BYTES) or b""
         except httpx.HTTPError as exc:
             return self._load_failed(server, adapter, type(exc).__name__)
-        if response.status_code == 200 or (response.status_code == 400 and "already been loaded" in response.text):
+        if status == 200 or (status == 400 and b"already been loaded" in body):
             state = self.states.get(server.api_base, ServerState(reachable=True))
             self.states[server.api_base] = ServerState(True, state.models | {adapter}, state.adapters | {adapter})
             self._failed_at.pop(key, None)
             self._telemetry.adapter_load(adapter, "ok")
             logger.info("loaded adapter %s on %s", adapter, server.display)
             return True
-        refused = response.status_code in (404, 405)
+        refused = status in (404, 405)
         hint = " (is vLLM started with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True?)" if refused else ""
-        return self._load_failed(server, adapter, f"HTTP {response.status_code}{hint}")
+        return self._load_failed(server, adapter, f"HTTP {status}{hint}")
 
     def _load_failed(self, server: VllmServer, adapter: str, why: str) -> bool:
         self._failed_at[(server.api_base, adapter)] = time.monotonic()

@@ -10,11 +10,9 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -243,21 +241,8 @@ def test_an_adapter_is_loaded_on_demand_once(adapter_setup: tuple[Proxy, Path, P
 async def test_a_models_answer_whose_data_is_not_a_list_is_inconclusive() -> None:
     """A server whose /v1/models `data` is an object is not a server with no adapters loaded."""
 
-    class OddModels(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            body = json.dumps({"object": "list", "data": {"id": "technical-lora", "parent": "llama2-7b"}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), OddModels)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    api_base = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server = AnsweringServer(json.dumps({"object": "list", "data": {"id": "technical-lora", "parent": "llama2-7b"}}).encode())
+    api_base = server.url + "/v1"
     adapters = registry(parse_config(adapter_config()), {"technical-lora": [VllmServer(api_base)]})
     try:
         await adapters.refresh()
@@ -265,7 +250,7 @@ async def test_a_models_answer_whose_data_is_not_a_list_is_inconclusive() -> Non
         assert await adapters.ensure("technical-lora") is None  # nothing known against it: route as decided
     finally:
         await adapters.aclose()
-        server.shutdown()
+        server.close()
 
 
 async def test_an_adapter_no_deployment_serves_probes_nothing_on_the_request_path(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -323,3 +308,38 @@ def test_check_reads_hosted_vllm_deployments_as_the_proxy_does(tmp_path: Path, m
     assert servers == {"technical-lora": [VllmServer("http://vllm:8000/v1", "sk-vllm")],
                        "legal-lora": [VllmServer("http://other:8000/v1")]}
     assert servers["technical-lora"][0].api_key == "sk-vllm"
+    assert servers["legal-lora"][0].api_key is None  # its own api_base: LiteLLM's default key is not its
+
+
+async def test_before_any_deployment_is_known_requests_do_not_each_read_litellms_list() -> None:
+    """Until LiteLLM has a model list, every request used to run a refresh (LiteLLM's list read on
+    the event loop, per request); the background refresher polls every second meanwhile."""
+    reads: list[int] = []
+
+    def source() -> dict[str, list[VllmServer]]:
+        reads.append(1)
+        return {}
+
+    adapters = AdapterRegistry(parse_config(adapter_config()), source)
+    try:
+        await adapters.refresh()
+        for _ in range(3):
+            assert await adapters.ensure("technical-lora") is None
+        assert len(reads) == 1
+    finally:
+        await adapters.aclose()
+
+
+async def test_a_load_answer_is_read_only_up_to_its_cap() -> None:
+    from litellm_lora_router.adapters import MAX_LOAD_ANSWER_BYTES
+
+    config = parse_config(adapter_config())
+    for body, loaded in ((b"The lora adapter has already been loaded.", True),  # the control: vLLM's answer
+                         (b"x" * MAX_LOAD_ANSWER_BYTES + b" has already been loaded.", False)):
+        server = AnsweringServer(body, status=400)
+        adapters = registry(config, {"research-lora": [VllmServer(server.url + "/v1")]})
+        try:
+            assert await adapters._load(VllmServer(server.url + "/v1"), "research-lora", "/adapters/research") is loaded
+        finally:
+            await adapters.aclose()
+            server.close()

@@ -109,6 +109,7 @@ async def test_a_tool_error_or_plain_text_answer_keeps_the_session() -> None:
     try:
         await router.start()
         session = classifier._session.current
+        assert session is not None
         for text in ("TOOL-ERROR please", "NOT-JSON please"):
             routed = await router.route(request(text), caller=Caller(tenant="team:acme"))
             assert (routed.decision.model, routed.decision.reason) == ("llama2-7b", "classifier_error")
@@ -128,6 +129,7 @@ async def test_a_tool_error_or_plain_text_answer_keeps_the_session() -> None:
     {"class": "x\r\nset-cookie: a=b", "confidence": 0.9, "lora_name": "technical-lora"},
     {"class": "c" * 5000, "confidence": 0.9, "lora_name": "technical-lora"},
     {"class": "technical", "confidence": 0.9, "lora_name": "l\r\nx: y"},
+    {"class": ["technical"], "confidence": 0.9},
 ])
 async def test_an_unusable_reply_is_a_classifier_error(monkeypatch: pytest.MonkeyPatch, reply: dict[str, Any]) -> None:
     """A confidence that is no probability (it would pass any threshold), a system prompt that is
@@ -347,3 +349,14 @@ def test_key_metadata_is_not_sent_to_the_server_by_default(tenant_proxy: tuple[P
     context = calls_logged(log)[-1]
     assert context == {"tenant": "team:acme", "user": None, "key_metadata": {}}
     assert "sk-lf-key-secret" not in log.read_text()
+
+
+def test_a_tool_reply_nested_too_deep_to_parse_is_a_classifier_error() -> None:
+    """It used to raise RecursionError, which replaced the session like a broken transport."""
+    from types import SimpleNamespace
+
+    from litellm_lora_router.classifiers.mcp import _result_json
+
+    assert _result_json(SimpleNamespace(content=[SimpleNamespace(text='{"class": "legal"}')])) == {"class": "legal"}
+    with pytest.raises(ClassifierError):
+        _result_json(SimpleNamespace(content=[SimpleNamespace(text="[" * 100_000)]))

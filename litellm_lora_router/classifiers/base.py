@@ -95,11 +95,11 @@ MAX_NAME_CHARS = 128
 
 def reply_name(value: Any, method: str, field: str) -> str | None:
     """A name from a server's reply (MCP, vLLM), or None when absent; `ClassifierError` for one that
-    could not be a header value (control characters) or is longer than `MAX_NAME_CHARS`."""
+    is not a string, could not be a header value (control characters) or is longer than `MAX_NAME_CHARS`."""
     if value is None or value == "":
         return None
-    name = str(value)
-    if len(name) > MAX_NAME_CHARS or not name.isprintable():
+    name = value if isinstance(value, str) else ""
+    if not name or len(name) > MAX_NAME_CHARS or not name.isprintable():
         raise ClassifierError(method, f"the reply's {field} is not a printable name of at most "
                                       f"{MAX_NAME_CHARS} characters")
     return name

@@ -131,7 +131,8 @@ class HeadModel:
         local encoder is loaded already; a warm-up pass here would hold up the first requests of a
         proxy that nobody gates on readiness.)"""
         if any(getattr(e.encoder, "remote", False) for e in self._encodings):
-            await asyncio.gather(self.probabilities("ready"), self.conversation_probabilities("ready"))
+            heads = {id(h): h for h in (self._head, self._context_head)}.values()  # one head: one pass
+            await asyncio.gather(*(self._softmax(head, "ready") for head in heads))
 
     def close(self) -> None:
         for encoding in self._encodings:

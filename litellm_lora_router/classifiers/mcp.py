@@ -63,7 +63,7 @@ def _result_json(result: Any) -> dict[str, Any]:
         if isinstance(text, str):
             try:
                 parsed = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):
                 break
             if isinstance(parsed, dict):
                 return parsed

@@ -1,4 +1,4 @@
-"""A real HTTP server on loopback that answers every GET and POST with one fixed body, for
+"""A real HTTP server on loopback that answers every GET and POST with one fixed body (and status), for
 answers no stand-in gives (odd shapes, huge bodies), counting the requests."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class AnsweringServer:
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, body: bytes, status: int = 200) -> None:
         owner = self
         self.requests = 0
 
@@ -17,7 +17,7 @@ class AnsweringServer:
                 owner.requests += 1
                 length = int(self.headers.get("Content-Length") or 0)
                 self.rfile.read(length)
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
