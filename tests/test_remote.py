@@ -257,11 +257,11 @@ async def test_a_stalled_remote_is_cut_at_the_budget_and_opens_its_breaker(pooli
     """`timeout_seconds` (5 s) longer than the routing budget (0.3 s): each call is cut at the
     budget, so the breaker counts the stalls and opens. The call used to run on for the full 3 s
     stall behind the router's back (the worker thread blocked, the late success resetting the breaker)."""
-    httpx.post(pooling.url + "/_devserver/faults", json={"model": "mom-classifier", "delay_s": 3})
     raw = classify_raw(pooling.url, timeout_seconds=5, breaker_failures=2, breaker_reset_seconds=30)
     raw["lora_router"] = {**raw.get("lora_router", {}), "classification_timeout_seconds": 0.3}
     router = LoraRouter.from_config(parse_config(raw))
     try:
+        httpx.post(pooling.url + "/_devserver/faults", json={"model": "mom-classifier", "delay_s": 3})
         reasons = [(await router.route(request(f"What causes high blood pressure? #{i}"))).decision.reason
                    for i in range(3)]
         assert reasons == ["timeout", "timeout", "classifier_error"]  # the breaker opened after two
@@ -273,12 +273,12 @@ async def test_a_stalled_remote_is_cut_at_the_budget_and_opens_its_breaker(pooli
 async def test_example_phrases_are_prepared_once_even_when_requests_give_up(pooling: Service, minilm_head: Path) -> None:
     """Requests that time out while the remote encoder prepares the example phrases share one
     preparation; each used to start its own (the cancelled one's thread going on regardless)."""
-    httpx.post(pooling.url + "/_devserver/faults", json={"model": ENCODER_ID, "delay_s": 1.0})
     raw = encoder_raw(pooling.url, minilm_head, timeout_seconds=5)
     raw["lora_router"]["classification_timeout_seconds"] = 0.2
     router = LoraRouter.from_config(parse_config(raw))
-    httpx.delete(pooling.url + "/_devserver/requests")
     try:
+        httpx.post(pooling.url + "/_devserver/faults", json={"model": ENCODER_ID, "delay_s": 1.0})
+        httpx.delete(pooling.url + "/_devserver/requests")
         for i in range(3):
             routed = await router.route(request(f"my program crashes with a stack overflow #{i}"))
             assert routed.decision.reason == "timeout"
