@@ -1,7 +1,8 @@
 """The candidate comparisons behind the four-label default (README, "Accuracy"), on dev and dev2 only.
 
 `python benchmarks/candidates.py [--fine-tune]` (about 4 minutes on 2 cores; `--fine-tune` adds
-all-MiniLM-L6-v2 fine-tuned end to end, about 15 more). Test rows are never read.
+all-MiniLM-L6-v2 fine-tuned end to end, about 15 more; seeded, but its figures move a few rows
+between runs). Test rows are never read.
 
 A scratch comparison, not the router: every text is embedded once in batches (the router embeds a
 request's texts in their own micro-batch, and the int8 encoders quantize per batch), heads are fitted
@@ -96,6 +97,7 @@ def fine_tuned_logits(rows: list[tuple[str, str]], labels: list[str], texts: dic
     from litellm_lora_router.classifiers.encoders import default_model_dir
 
     torch.manual_seed(0)
+    torch.set_num_threads(2)  # as measured; torch's CPU kernels still vary a little from run to run
     tokenizer = AutoTokenizer.from_pretrained(str(default_model_dir()))
     encoder = AutoModel.from_pretrained(str(default_model_dir()))
     head = torch.nn.Linear(encoder.config.hidden_size, len(labels))
