@@ -109,11 +109,10 @@ class LoraRouter:
         not wait for it; returns the methods that could not connect. `methods`: retry only these."""
         failed = []
         for classifier in self.classifiers:
-            connect = getattr(classifier, "connect", None)
-            if connect is None or (methods is not None and classifier.method not in methods):
+            if methods is not None and classifier.method not in methods:
                 continue
             try:
-                await connect()
+                await classifier.connect()
             except Exception as exc:  # routing falls back until the server answers
                 logger.warning("%s classifier could not connect at start-up: %s", classifier.method, exc)
                 failed.append(classifier.method)
@@ -141,9 +140,8 @@ class LoraRouter:
     async def aclose(self) -> None:
         self._closed = True
         for resource in (*self.classifiers, self.cache, self.adapters):
-            close = getattr(resource, "aclose", None)
-            if close is not None:
-                await close()
+            if resource is not None:
+                await resource.aclose()
 
     async def aclose_when_idle(self, timeout_s: float) -> None:
         """Close once the requests being routed have finished (at most `timeout_s` from now): a
@@ -160,9 +158,8 @@ class LoraRouter:
         if self.cache is not None and self.cache.uses_redis:
             states["redis"] = self.cache.stats.breaker.state
         for classifier in self.classifiers:
-            breaker = getattr(classifier, "breaker", None)
-            if breaker is not None:
-                states[classifier.method] = breaker.state
+            if classifier.breaker is not None:
+                states[classifier.method] = classifier.breaker.state
         return states
 
     async def classify(self, text: str, caller: Caller | None = None,

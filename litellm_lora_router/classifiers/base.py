@@ -77,6 +77,8 @@ class Classifier(Protocol):
     caller_dependent: bool = False
     #: True when `contexts` (a conversation's user turns joined) is read; else it is ignored.
     reads_context: bool = False
+    #: The circuit breaker of the server this classifier calls (its state is reported), or None.
+    breaker: Any = None
 
     async def classify(self, texts: Sequence[str], caller: Caller | None = None,
                        contexts: Sequence[str | None] | None = None) -> list[Classification]:
@@ -85,6 +87,14 @@ class Classifier(Protocol):
 
     def record_timeout(self) -> None:
         """The router's budget ran out on this classifier: one with a circuit breaker counts it."""
+        return None
+
+    async def connect(self) -> None:
+        """Reach the server this classifier talks to, if any: at start-up and until ready."""
+        return None
+
+    async def aclose(self) -> None:
+        """Release what the classifier holds (sessions, threads)."""
         return None
 
 
