@@ -202,7 +202,7 @@ async def main() -> None:
     ensure_default_models(ROOT / "models")
     split = corpus_split()
     candidates = {
-        "shipped default (USE+MiniLM head, history blend)": shipped(),
+        "shipped default (USE head + fine-tuned MiniLM, history blend)": shipped(),
         "same head, last user turn only": variant(history_blend=False),
         "same head, last two user turns joined": variant(history_blend=False, history_window=1),
         "same head + previous keyword rules first": with_rules(PREVIOUS_KEYWORD_RULES),

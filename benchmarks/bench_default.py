@@ -59,7 +59,7 @@ async def main() -> None:
             "previous (keywords + MiniLM int8 head)": LoraRouter.from_config(
                 parse_config(previous_default(Path(tmp) / "minilm-head"))
             ),
-            "new default (USE+MiniLM head, history blend)": LoraRouter.from_config(parse_config(shipped())),
+            "new default (USE head + fine-tuned MiniLM, history blend)": LoraRouter.from_config(parse_config(shipped())),
         }
         rows = corpus_split()["dev"]
         random.Random(0).shuffle(rows)  # sorted by id, the first rows are one category

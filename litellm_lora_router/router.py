@@ -325,14 +325,16 @@ class _SharedEncoding:
 
     def files(self) -> list[Path]:
         """What the encoders built were built from; nothing when no classifier needed one."""
-        from .classifiers.encoders import USE_ID, encoder_files, use_onnx_path
+        from .classifiers.encoders import USE_ID, default_model_dir, encoder_files, tuned_minilm_file, use_onnx_path
 
-        files: list[Path] = []
+        # a head's fine-tuned encoder runs here on any back-end; its file is part of the head's directory
+        tuned = any(tuned_minilm_file(e) for e in self._services)
+        files: list[Path] = [default_model_dir() / "tokenizer.json"] if tuned else []
         if self._config.lora_router.encoder.backend == "openai":
-            return files  # the encoder runs on a server: its identity is the config's remote.model
+            return files  # the other encoders run on a server: their identity is the config's remote.model
         if USE_ID in self._services:
             files.append(use_onnx_path())
-        if any(e != USE_ID for e in self._services):
+        if any(e != USE_ID and tuned_minilm_file(e) is None for e in self._services):
             model_dir, onnx_path = encoder_files(self._config.lora_router.encoder, self._config.resolve_path)
             files += [model_dir] if onnx_path is None else [model_dir / "tokenizer.json", onnx_path]
         return files

