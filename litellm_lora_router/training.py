@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import datasets
-from .classifiers.domain import HEAD_FILE
+from .classifiers.domain import HEAD_FILE, head_encoders
 from .classifiers.encoders import MINILM_ID, TUNED_MINILM_PREFIX, USE_ID, build_encoder, default_model_dir
 from .config import EncoderConfig
 from .router import MAX_TURNS
@@ -177,27 +177,31 @@ def fine_tune_minilm(rows: Sequence[tuple[str, str]], labels: Sequence[str], out
                      progress: Progress = _silent) -> tuple[np.ndarray, np.ndarray]:
     """all-MiniLM-L6-v2 with a linear layer over its unit mean-pooled vector, trained end to end
     (balanced class weights, AdamW, batches of 32, 50 warm-up steps then linear decay, 2 threads,
-    seeded: two runs on one machine wrote the same file byte for byte). The encoder is saved to
+    seeded: two runs on one machine wrote the same file byte for byte; texts cut to 64 tokens while
+    training, as chat queries are, though serving reads up to `max_length`). The encoder is saved to
     `out_file` as int8 ONNX (dynamic quantization: about 23 MB, a few ms a query); returns the
     layer as (weight, bias) over the unit vector."""
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic  # needs `onnx`: fail before training
     from transformers import AutoModel, AutoTokenizer
 
+    if len(rows) < 32 or epochs < 1:
+        raise ValueError(f"fine-tuning needs at least one epoch of one batch (32 rows); got {len(rows)} rows")
     threads = torch.get_num_threads()
-    torch.manual_seed(0)
-    torch.set_num_threads(2)
-    tokenizer = AutoTokenizer.from_pretrained(str(default_model_dir()))
-    encoder = AutoModel.from_pretrained(str(default_model_dir()))
-    layer = torch.nn.Linear(encoder.config.hidden_size, len(labels))
-    optimizer = torch.optim.AdamW([{"params": encoder.parameters(), "lr": 5e-5},
-                                   {"params": layer.parameters(), "lr": 2e-3}], weight_decay=0.01)
-    counts = Counter(label for _, label in rows)
-    class_weight = torch.tensor([len(rows) / (len(labels) * counts[label]) for label in labels])
-    steps = epochs * (len(rows) // 32)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 50) * max(0.0, 1 - s / steps))
-    started, step = time.monotonic(), 0
     try:
+        torch.manual_seed(0)
+        torch.set_num_threads(2)
+        tokenizer = AutoTokenizer.from_pretrained(str(default_model_dir()))
+        encoder = AutoModel.from_pretrained(str(default_model_dir()))
+        layer = torch.nn.Linear(encoder.config.hidden_size, len(labels))
+        optimizer = torch.optim.AdamW([{"params": encoder.parameters(), "lr": 5e-5},
+                                       {"params": layer.parameters(), "lr": 2e-3}], weight_decay=0.01)
+        counts = Counter(label for _, label in rows)
+        class_weight = torch.tensor([len(rows) / (len(labels) * counts[label]) for label in labels])
+        steps = epochs * (len(rows) // 32)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: min(1.0, (s + 1) / 50) * max(0.0, 1 - s / steps))
+        started, step = time.monotonic(), 0
         for epoch in range(epochs):
             order = list(range(len(rows)))
             random.Random(epoch).shuffle(order)
@@ -379,8 +383,11 @@ def cache_root() -> Path:
 
 
 def _is_current(directory: Path, key: str) -> bool:
+    """Built from this code and data, and whole: the head and every encoder file it names."""
     try:
         meta = json.loads((directory / HEAD_FILE).read_text(encoding="utf-8"))
+        for key_name in ("encoders", "context_encoders"):
+            head_encoders(meta, key_name, directory)  # a named encoder file that is gone raises
     except (OSError, ValueError):
         return False
     return meta.get("training_key") == key and (directory / "head.npz").is_file()
@@ -396,7 +403,8 @@ def build_default(model: DefaultModel, data: dict[str, Any], out: Path, progress
     y, weights = [label for _, label, _ in rows], [w for _, _, w in rows]
     progress(f"{model.name}: fitting a {len(set(y))}-label head on {len(rows)} rows")
     labels, weight, bias = fit_head(stack(texts, model.encoders, vectors), y, model.c, weights)
-    head_encoders, served_as = list(model.encoders), {e: e for e in encoders}
+    own_weight, own_bias = weight, bias
+    last_encoders, served_as = list(model.encoders), {e: e for e in encoders}
     if model.fine_tune_epochs:  # rows unweighted; the two heads' logits blended: one head over both vectors
         progress(f"{model.name}: fine-tuning all-MiniLM-L6-v2 on {len(rows)} rows ({model.fine_tune_epochs} epochs)")
         tuned_weight, tuned_bias = fine_tune_minilm([(t, label) for t, label, _ in rows], labels, out / TUNED_FILE,
@@ -404,10 +412,12 @@ def build_default(model: DefaultModel, data: dict[str, Any], out: Path, progress
         share = model.fine_tune_weight
         weight = np.hstack([(1 - share) * weight, share * tuned_weight])
         bias = (1 - share) * bias + share * tuned_bias
-        head_encoders.append(TUNED_MINILM_PREFIX + TUNED_FILE)
-        served_as[head_encoders[-1]] = TUNED_MINILM_PREFIX + str((out / TUNED_FILE).resolve())
+        last_encoders.append(TUNED_MINILM_PREFIX + TUNED_FILE)
+        served_as[last_encoders[-1]] = TUNED_MINILM_PREFIX + str((out / TUNED_FILE).resolve())
     context_head = None
-    if model.context_encoders:
+    if model.context_encoders == model.encoders and model.context_c == model.c:
+        context_head = (own_weight, own_bias, model.context_encoders)  # the same fit: the head's own, unblended
+    elif model.context_encoders:
         progress(f"{model.name}: fitting its conversation head")
         _, context_weight, context_bias = fit_head(stack(texts, model.context_encoders, vectors), y, model.context_c, weights)
         context_head = (context_weight, context_bias, model.context_encoders)
@@ -415,16 +425,16 @@ def build_default(model: DefaultModel, data: dict[str, Any], out: Path, progress
     if data["calibrate"]:  # (last turn, all user turns, label): logits averaged as the router does
         pairs = [(r[0], r[1]) for r in data["calibrate"]]
         progress(f"{model.name}: calibrating on {len(pairs)} dev requests")
-        context_encoders = model.context_encoders or tuple(head_encoders)
-        served = {e: request_vectors(pairs, served_as[e], (e in head_encoders, e in context_encoders))
-                  for e in dict.fromkeys(head_encoders + list(context_encoders))}
-        last = np.stack([np.concatenate([served[e][p][0] for e in head_encoders]) for p in pairs]) @ weight.T + bias
+        context_encoders = model.context_encoders or tuple(last_encoders)
+        served = {e: request_vectors(pairs, served_as[e], (e in last_encoders, e in context_encoders))
+                  for e in dict.fromkeys(last_encoders + list(context_encoders))}
+        last = np.stack([np.concatenate([served[e][p][0] for e in last_encoders]) for p in pairs]) @ weight.T + bias
         context_weight, context_bias = (context_head or (weight, bias))[:2]
         blended = [(row + np.concatenate([served[e][p][1] for e in context_encoders]) @ context_weight.T
                     + context_bias) / 2 if p[0] != p[1] else row for row, p in zip(last, pairs, strict=True)]
         target = np.array([labels.index(r[2]) for r in data["calibrate"]])
         temperature = calibrate_temperature(np.stack(blended), target)
-    save_head(out, labels, weight, bias, head_encoders, temperature, extra={
+    save_head(out, labels, weight, bias, last_encoders, temperature, extra={
         "training_key": key, "trained_rows": len(rows), "rows_per_label": dict(Counter(label for _, label, _ in rows))},
         context=context_head)
     progress(f"{model.name}: saved (temperature {temperature:.2f})")
@@ -452,6 +462,8 @@ def train_defaults(models_dir: Path, progress: Progress = _silent, retrain: bool
                 todo.append((model, out, key, cached))
     if not todo:
         return built
+    if any(model.fine_tune_epochs for model, *_ in todo):
+        import onnx  # noqa: F401  (the fine-tuned encoder's int8 export needs it: fail before any training)
     started = time.monotonic()
     progress(f"training {', '.join(m.name for m, *_ in todo)} (about 15 minutes on 2 CPU cores) ...")
     data = default_datasets()

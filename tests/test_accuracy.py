@@ -140,6 +140,9 @@ def test_train_defaults_copies_a_build_and_replaces_a_stale_one(
     head = tmp_path / "models" / "mom-domain-classifier" / "lora_router_head.json"
     head.write_text(json.dumps({**json.loads(head.read_text()), "training_key": "old"}))
     assert [p.name for p in train_defaults(tmp_path / "models", lines.append)] == ["mom-domain-classifier"]
+    (tmp_path / "models" / "mom-domain-classifier" / "encoder.onnx").unlink()  # a head that is not whole is stale
+    assert [p.name for p in train_defaults(tmp_path / "models", lines.append)] == ["mom-domain-classifier"]
+    assert (tmp_path / "models" / "mom-domain-classifier" / "encoder.onnx").is_file()
     own = tmp_path / "models2" / "mom-domain-classifier"
     own.mkdir(parents=True)
     (own / "config.json").write_text("{}")  # a user's own HF model directory is never overwritten
@@ -308,3 +311,11 @@ def test_installed_wheel_has_its_data_and_routes(tmp_path: Path) -> None:
                         "--config", str(config), "--json")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     assert json.loads(evaluated.stdout)["n"] > 100
+
+
+def test_fine_tuning_refuses_fewer_rows_than_a_batch(tmp_path: Path) -> None:
+    """With fewer than 32 rows no step ran (and the schedule divided by zero steps)."""
+    from litellm_lora_router.training import fine_tune_minilm
+
+    with pytest.raises(ValueError, match="at least one epoch of one batch"):
+        fine_tune_minilm([("a", "technical"), ("b", "medical")], ["medical", "technical"], tmp_path / "e.onnx", 2)

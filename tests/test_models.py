@@ -383,3 +383,37 @@ def test_a_heads_fine_tuned_encoder_must_be_a_file_in_its_directory(tmp_path: Pa
         assert f"fine-tuned encoder {str((tmp_path / 'head' / name).resolve())!r} is missing" in str(info.value)
     else:
         assert "expected some of" in str(info.value) and "or tuned-minilm:FILE" in str(info.value)
+
+
+def test_a_heads_fine_tuned_encoder_that_onnx_runtime_cannot_load_fails_start_up_naming_the_key(tmp_path: Path) -> None:
+    """A file cut short used to escape as ONNX Runtime's own error, naming no key."""
+    _tuned_head(tmp_path)
+    whole = (tmp_path / "encoder.onnx").read_bytes()
+    (tmp_path / "encoder.onnx").write_bytes(whole[: len(whole) // 100])
+    with pytest.raises(ConfigError) as info:
+        LoraRouter.from_config(parse_config(_head_raw(tmp_path), "router_config.yaml"))
+    assert "classifier.category_model.model_id" in str(info.value) and "could not be loaded" in str(info.value)
+
+
+async def test_a_heads_logits_read_use_then_its_fine_tuned_encoder_in_the_order_it_names(tmp_path: Path) -> None:
+    """The head's weight columns are [USE vector, fine-tuned vector]: random weights make a swapped or
+    wrong vector show in the probabilities."""
+    from litellm_lora_router.classifiers.encoders import USE_ID, build_encoder
+    from litellm_lora_router.config import EncoderConfig
+    from litellm_lora_router.training import save_head
+
+    _tuned_head(tmp_path)
+    rng = np.random.default_rng(0)
+    weight, bias = rng.normal(size=(4, 512 + 384)).astype(np.float32), rng.normal(size=4).astype(np.float32)
+    save_head(tmp_path, ["general", "legal", "medical", "technical"], weight, bias,
+              [USE_ID, "tuned-minilm:encoder.onnx"], temperature=0.5,
+              context=(np.zeros((4, 512), np.float32), np.zeros(4, np.float32), [USE_ID]))
+    router = LoraRouter.from_config(parse_config(_head_raw(tmp_path)))
+    text = "my sourdough starter smells like nail polish"
+    probs, _ = await router.classifiers[0]._model.probabilities(text)  # type: ignore[attr-defined]
+    vectors = [build_encoder(EncoderConfig(), model=m).encode([text])[0][0]
+               for m in (USE_ID, f"tuned-minilm:{tmp_path / 'encoder.onnx'}")]
+    logits = (weight @ np.concatenate(vectors) + bias) / 0.5
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    assert probs == pytest.approx(expected, abs=1e-5)
+    await router.aclose()

@@ -248,7 +248,7 @@ def build_encoder(config: EncoderConfig, resolve: Any = Path, use_cpu: bool = Tr
     model = model or config.model
     tuned = tuned_minilm_file(model)
     if tuned is not None:  # a head's own weights, read with MiniLM's own tokenizer
-        return OnnxEncoder(Path(tuned), default_model_dir(), config.max_length, config.threads)
+        return _tuned_encoder(Path(tuned), config)
     if config.backend == "openai":
         from .remote import OpenAIEmbeddingsEncoder
 
@@ -261,6 +261,17 @@ def build_encoder(config: EncoderConfig, resolve: Any = Path, use_cpu: bool = Tr
     if onnx_path is None:
         return TorchEncoder(model_dir, config.max_length, use_cpu, config.threads)
     return OnnxEncoder(onnx_path, model_dir, config.max_length, config.threads)
+
+
+def _tuned_encoder(path: Path, config: EncoderConfig) -> OnnxEncoder:
+    """A head's fine-tuned MiniLM; a file ONNX Runtime cannot load (cut short, not ONNX) is a
+    `ValueError`, so start-up names the head's key rather than dumping ONNX Runtime's error."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf, NoSuchFile
+
+    try:
+        return OnnxEncoder(path, default_model_dir(), config.max_length, config.threads)
+    except (Fail, InvalidGraph, InvalidProtobuf, NoSuchFile) as exc:
+        raise ValueError(f"the head's fine-tuned encoder {str(path)!r} could not be loaded: {exc}") from exc
 
 
 class EncodingService:
