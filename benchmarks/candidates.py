@@ -1,7 +1,7 @@
 """The candidate comparisons behind the four-label default (README, "Accuracy"), on dev and dev2 only.
 
 `python benchmarks/candidates.py [--fine-tune]` (about 4 minutes on 2 cores; `--fine-tune` adds
-all-MiniLM-L6-v2 fine-tuned end to end as `train-defaults` does, about 12 more). Test rows are never
+all-MiniLM-L6-v2 fine-tuned end to end as `train-defaults` does, about 9 more: 13 in all). Test rows are never
 read.
 
 A scratch comparison, not the router: every text is embedded once in batches (the router embeds a
