@@ -182,7 +182,12 @@ class OnnxEncoder:
         # loop on a small host; sleeping workers cost a few microseconds per run instead
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf, NoSuchFile
+
+        try:
+            self._session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        except (Fail, InvalidGraph, InvalidProtobuf, NoSuchFile) as exc:  # a file cut short, not ONNX, ...
+            raise ValueError(f"ONNX model {str(onnx_path)!r} could not be loaded: {exc}") from exc
         self._inputs = {i.name for i in self._session.get_inputs()}
         self._tokenize = _Tokenized(model_dir, max_length)
         self.dim = int(self._session.get_outputs()[0].shape[-1] or 384)
@@ -248,7 +253,7 @@ def build_encoder(config: EncoderConfig, resolve: Any = Path, use_cpu: bool = Tr
     model = model or config.model
     tuned = tuned_minilm_file(model)
     if tuned is not None:  # a head's own weights, read with MiniLM's own tokenizer
-        return _tuned_encoder(Path(tuned), config)
+        return OnnxEncoder(Path(tuned), default_model_dir(), config.max_length, config.threads)
     if config.backend == "openai":
         from .remote import OpenAIEmbeddingsEncoder
 
@@ -261,17 +266,6 @@ def build_encoder(config: EncoderConfig, resolve: Any = Path, use_cpu: bool = Tr
     if onnx_path is None:
         return TorchEncoder(model_dir, config.max_length, use_cpu, config.threads)
     return OnnxEncoder(onnx_path, model_dir, config.max_length, config.threads)
-
-
-def _tuned_encoder(path: Path, config: EncoderConfig) -> OnnxEncoder:
-    """A head's fine-tuned MiniLM; a file ONNX Runtime cannot load (cut short, not ONNX) is a
-    `ValueError`, so start-up names the head's key rather than dumping ONNX Runtime's error."""
-    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf, NoSuchFile
-
-    try:
-        return OnnxEncoder(path, default_model_dir(), config.max_length, config.threads)
-    except (Fail, InvalidGraph, InvalidProtobuf, NoSuchFile) as exc:
-        raise ValueError(f"the head's fine-tuned encoder {str(path)!r} could not be loaded: {exc}") from exc
 
 
 class EncodingService:
