@@ -6,7 +6,9 @@ our own port is scraped in test_reload.py.
 
 from __future__ import annotations
 
+import re
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from litellm_lora_router import Classification, Decision, LoraRouter, Routed, lo
 from litellm_lora_router.classifiers import KeywordClassifier
 from litellm_lora_router.classifiers.base import Classifier
 from litellm_lora_router.metrics import RouterMetrics
-from litellm_lora_router.processes import start_proxy
+from litellm_lora_router.processes import Service, start_proxy
 
 from .conftest import DEFAULT_LITELLM_CONFIG, DEFAULT_ROUTER_CONFIG, StandIn, new_master_key
 from .support.prometheus_text import parse_samples, series, value
@@ -144,8 +146,22 @@ def two_workers(standin: StandIn, logs_dir: Path, tmp_path_factory: pytest.TempP
                  "--port", "{port}"],
         extra_env={"PROMETHEUS_MULTIPROC_DIR": str(folder)},
     )
+    wait_for_workers(service, 2)
     yield service, key, folder
     service.stop()
+
+
+def started_workers(log: str) -> set[str]:
+    """Pids of the gunicorn workers whose application has started (each logs it under its pid)."""
+    return set(re.findall(r"\[(\d+)\] \[INFO\] Application startup complete", log))
+
+
+def wait_for_workers(service: Service, count: int, timeout_s: float = 120.0) -> None:
+    """The proxy answers once its first worker is up; a loaded machine may start the second long after."""
+    deadline = time.monotonic() + timeout_s
+    while len(started_workers(service.log())) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} workers started:\n{service.log()[-4000:]}"
+        time.sleep(0.2)
 
 
 def routed_per_worker(folder: Path) -> dict[str, float]:
@@ -169,13 +185,13 @@ def test_metrics_add_up_across_workers(two_workers) -> None:  # type: ignore[no-
 
     sent = 0
     with ThreadPoolExecutor(8) as pool:
-        for _ in range(10):  # concurrent bursts until both workers have routed requests
+        for _ in range(50):  # concurrent bursts until both workers have routed requests
             assert set(pool.map(ask, range(8))) == {200}
             sent += 8
             if len(routed_per_worker(folder)) >= 2:
                 break
     per_worker = routed_per_worker(folder)
-    assert len(per_worker) == 2 and sum(per_worker.values()) == sent, per_worker
+    assert len(per_worker) == 2 and sum(per_worker.values()) == sent, (per_worker, service.log()[-4000:])
     for _ in range(4):  # whichever worker answers the scrape reports both workers' samples
         # LiteLLM 1.108.7 asks for a key on /metrics unless require_auth_for_metrics_endpoint: false
         scraped = httpx.get(service.url + "/metrics/", headers={"Authorization": f"Bearer {key}"}, timeout=30)
