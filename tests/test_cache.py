@@ -37,8 +37,10 @@ def shared_hash_secret(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def raw_config(**cache: Any) -> dict[str, Any]:
+    """The default config with this cache section. Redis calls get 2 s, not the default 50 ms: on a
+    loaded CI machine a set could time out, and a test expecting a shared hit would see a miss."""
     raw = yaml.safe_load(DEFAULT_ROUTER_CONFIG.read_text())
-    raw["classification_cache"] = cache
+    raw["classification_cache"] = {"timeout_seconds": 2.0, **cache}
     return raw
 
 

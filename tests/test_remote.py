@@ -85,8 +85,16 @@ def classify_raw(url: str, mapping: bool = True, **options: Any) -> dict[str, An
     return raw
 
 
-async def decisions(router: LoraRouter) -> list[tuple[Any, ...]]:
-    """(category, adapter, method, fallback reason, error, confidence) for each chat eval query."""
+async def decisions(raw: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """(category, adapter, method, fallback reason, error, confidence) for each chat eval query.
+    The budgets are long: these tests compare decisions, and a loaded CI machine can take longer
+    than the default half second to answer one (a timeout would be a fallback the other side lacks)."""
+    raw["lora_router"] = {**raw.get("lora_router", {}), "classification_timeout_seconds": 30}
+    if "remote" in raw["lora_router"].get("encoder", {}):
+        raw["lora_router"]["encoder"]["remote"]["timeout_seconds"] = 30
+    if "remote" in raw["classifier"]["category_model"]:
+        raw["classifier"]["category_model"]["remote"]["timeout_seconds"] = 30
+    router = LoraRouter.from_config(parse_config(raw))
     out = []
     for row in CHAT_EVAL:
         routed = await router.route(request(row["text"]))
@@ -101,16 +109,16 @@ def assert_same(served: list[tuple[Any, ...]], local: list[tuple[Any, ...]]) -> 
 
 
 async def test_remote_encoder_gives_the_local_decisions(pooling: Service, minilm_head: Path) -> None:
-    local = await decisions(LoraRouter.from_config(parse_config(minilm_raw(minilm_head))))
-    served = await decisions(LoraRouter.from_config(parse_config(encoder_raw(pooling.url, minilm_head))))
+    local = await decisions(minilm_raw(minilm_head))
+    served = await decisions(encoder_raw(pooling.url, minilm_head))
     assert_same(served, local)
     assert {d[2] for d in local} >= {"embedding", "domain"}  # both methods used the encoder
 
 
 @pytest.mark.parametrize("mapping", [True, False], ids=["labels-from-mapping", "labels-from-vllm"])
 async def test_vllm_classify_gives_the_local_decisions(pooling: Service, mapping: bool) -> None:
-    local = await decisions(LoraRouter.from_config(parse_config(guide_raw())))
-    served = await decisions(LoraRouter.from_config(parse_config(classify_raw(pooling.url, mapping))))
+    local = await decisions(guide_raw())
+    served = await decisions(classify_raw(pooling.url, mapping))
     assert_same(served, local)
     assert sum(d[2] == "domain" for d in local) > 30
 
