@@ -23,6 +23,7 @@ from .classifiers import build_classifier
 from .classifiers.base import Caller, Classification, Classifier
 from .config import RouterConfig, load_config
 from .decision import Decision, TenantPolicy, fallback_decision, select_adapter, without_adapter
+from .errors import ConfigError, ConfigIssue
 from .extras import require_extras
 from .formats import ApiFormat, person_turns
 from .messages import ClassifiedText, classified_text
@@ -315,11 +316,20 @@ class _SharedEncoding:
         options = self._config.lora_router.encoder
         encoder_id = encoder_id or options.model
         if encoder_id not in self._services:
-            from .classifiers.encoders import EncodingService, build_encoder
+            from .classifiers.encoders import EncodingService, build_encoder, configured_file_key
 
             model = self._config.classifier.category_model
-            encoder = build_encoder(options, self._config.resolve_path, model.use_cpu if model else True, encoder_id,
-                                    self._config.lora_router.classification_timeout_seconds)
+            try:
+                encoder = build_encoder(options, self._config.resolve_path, model.use_cpu if model else True,
+                                        encoder_id, self._config.lora_router.classification_timeout_seconds)
+            except (OSError, ValueError) as exc:
+                key = configured_file_key(options, encoder_id, self._config.resolve_path)
+                if key is None:  # a package's own file: not the config's to name
+                    raise
+                expected = ("a sentence-transformers model directory (with tokenizer.json)" if key == "model_path"
+                            else "an ONNX file of all-MiniLM-L6-v2 that ONNX Runtime loads")
+                raise ConfigError(str(self._config.source or "router config"), [ConfigIssue(
+                    f"lora_router.encoder.{key}", expected, f"{type(exc).__name__}: {exc}")]) from exc
             self._services[encoder_id] = EncodingService(encoder, options, self._telemetry)
         return self._services[encoder_id]
 

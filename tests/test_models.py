@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from litellm_lora_router import ConfigError, LoraRouter, parse_config
+from litellm_lora_router import ConfigError, LoraRouter, load_config, parse_config
+from litellm_lora_router.classifiers.encoders import MINILM_ID
 from litellm_lora_router.cli import main as cli
 from litellm_lora_router.report import decision_headers
 
@@ -417,3 +418,30 @@ async def test_a_heads_logits_read_use_then_its_fine_tuned_encoder_in_the_order_
     expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
     assert probs == pytest.approx(expected, abs=1e-5)
     await router.aclose()
+
+
+@pytest.mark.parametrize("section", ["embedding_rules", "category_model"])
+@pytest.mark.parametrize(("key", "value"), [("onnx_path", "missing.onnx"), ("model_path", "no-such-dir")])
+def test_an_encoder_file_that_cannot_be_loaded_fails_start_up_naming_its_key(
+        tmp_path: Path, section: str, key: str, value: str) -> None:
+    """`lora_router.encoder.onnx_path` or `model_path` naming nothing loadable used to fail as a bare
+    ValueError/OSError (embedding rules) or be blamed on `classifier.category_model.model_id` (a head
+    over MiniLM): the message must name the key that is wrong, and the file."""
+    raw = guide_raw(lora_router={"encoder": {"backend": "onnx", key: str(tmp_path / value)}})
+    if section == "embedding_rules":
+        raw.pop("classifier")
+        raw["embedding_rules"] = EMBEDDING_RULES
+    else:
+        seed = [("how do I fix this python bug", "technical"), ("what are the symptoms of flu", "medical")] * 20
+        from litellm_lora_router.training import train_domain
+
+        train_domain(seed, tmp_path / "head", encoders=[MINILM_ID])
+        head = tmp_path / "head"
+        raw["classifier"]["category_model"].update(model_id=str(head),
+                                                   category_mapping_path=str(head / "category_mapping.json"))
+    (tmp_path / "router_config.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as info:
+        LoraRouter.from_config(load_config(tmp_path / "router_config.yaml"))
+    assert info.value.key_paths == [f"lora_router.encoder.{key}"]
+    assert str(tmp_path / value) in str(info.value)
+    assert str(info.value).startswith(f"{tmp_path / 'router_config.yaml'}: lora_router.encoder.{key}: expected ")

@@ -291,6 +291,8 @@ def build(config: RouterConfig, encoding: Callable[[str], EncodingService]) -> D
     try:
         return DomainClassifier.load(model, model_dir, mapping, encoding, config.lora_router.encoder,
                                      config.category_for_label)
+    except ConfigError:  # another key's fault (an encoder the head reads), already named
+        raise
     except (OSError, ValueError, KeyError) as exc:
         raise ConfigError(file, [ConfigIssue("classifier.category_model.model_id", "a loadable classifier directory",
                                              f"{type(exc).__name__}: {exc}")]) from exc

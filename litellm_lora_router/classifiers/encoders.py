@@ -35,7 +35,8 @@ from ..telemetry import NullTelemetry, Telemetry
 
 __all__ = [
     "CHARS_PER_TOKEN_BOUND", "ENCODER_ID", "ENCODER_IDS", "MINILM_ID", "USE_ID", "Encoded", "Encoder", "EncodingService",
-    "OnnxEncoder", "TorchEncoder", "UseEncoder", "build_encoder", "cut_for_tokenizer", "encoder_files",
+    "OnnxEncoder", "TorchEncoder", "UseEncoder", "build_encoder", "configured_file_key", "cut_for_tokenizer",
+    "encoder_files",
     "TUNED_MINILM_PREFIX", "limit_torch_threads", "package_dir", "tuned_minilm_file",
 ]
 
@@ -111,7 +112,10 @@ class _Tokenized:
         from tokenizers import Tokenizer
 
         self.max_length = max_length
-        self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        path = model_dir / "tokenizer.json"
+        if not path.is_file():  # `tokenizers` would raise a bare Exception
+            raise FileNotFoundError(f"tokenizer {str(path)!r} is missing")
+        self._tokenizer = Tokenizer.from_file(str(path))
         self._tokenizer.no_truncation()
         self._tokenizer.no_padding()
 
@@ -243,6 +247,17 @@ def encoder_files(config: EncoderConfig, resolve: Any = Path) -> tuple[Path, Pat
     if config.backend == "torch":
         return model_dir, None
     return model_dir, resolve(config.onnx_path) if config.onnx_path else default_onnx_path()
+
+
+def configured_file_key(config: EncoderConfig, model: str, resolve: Any = Path) -> str | None:
+    """The `lora_router.encoder` key naming the file encoder `model` failed to load from, if the config
+    names one (`model_path`, `onnx_path`); None when the files come from a package or a server."""
+    if model != MINILM_ID or config.backend == "openai":
+        return None
+    model_dir, onnx_path = encoder_files(config, resolve)
+    if config.model_path and (onnx_path is None or not (model_dir / "tokenizer.json").is_file()):
+        return "model_path"
+    return "onnx_path" if config.onnx_path and onnx_path is not None else None
 
 
 def build_encoder(config: EncoderConfig, resolve: Any = Path, use_cpu: bool = True,
