@@ -138,6 +138,15 @@ def servers_from_endpoints(config: RouterConfig) -> dict[str, list[VllmServer]]:
     return mapping
 
 
+def _read_models(body: bytes) -> tuple[frozenset[str], frozenset[str]]:
+    """(model ids, adapter ids: those with a `parent`) of a `GET /v1/models` answer."""
+    data = json.loads(body)["data"]
+    if not isinstance(data, list):  # an answer we cannot read says nothing about the adapters
+        raise TypeError("GET /v1/models: `data` is not a list")
+    cards = [c for c in data if isinstance(c, dict) and isinstance(c.get("id"), str)]
+    return frozenset(c["id"] for c in cards), frozenset(c["id"] for c in cards if c.get("parent"))
+
+
 class AdapterRegistry:
     """Knows which declared adapters each server has loaded; makes sure a chosen one is."""
 
@@ -222,19 +231,13 @@ class AdapterRegistry:
         timeout = self._options.adapter_probe_timeout_seconds
         try:  # httpx's timeout bounds each read; this bounds a server that trickles its answer
             body = await asyncio.wait_for(self._models_answer(server), timeout + 1.0)
-            data = json.loads(body)["data"]
-            if not isinstance(data, list):  # an answer we cannot read says nothing about the adapters
-                raise TypeError("GET /v1/models: `data` is not a list")
-            cards = [c for c in data if isinstance(c, dict) and isinstance(c.get("id"), str)]
+            # up to 4 MiB of JSON takes tens of milliseconds to parse: not on the event loop
+            models, adapters = await asyncio.to_thread(_read_models, body)
         except httpx.ConnectError as exc:  # refused (or no route): down
             return ServerState(reachable=False, error=type(exc).__name__)
         except (httpx.HTTPError, ValueError, KeyError, TypeError, TimeoutError, RecursionError) as exc:
             return ServerState(reachable=False, error=type(exc).__name__, conclusive=False)
-        return ServerState(
-            reachable=True,
-            models=frozenset(c["id"] for c in cards),
-            adapters=frozenset(c["id"] for c in cards if c.get("parent")),
-        )
+        return ServerState(reachable=True, models=models, adapters=adapters)
 
     def missing(self) -> dict[str, list[VllmServer]]:
         """Declared adapters absent from reachable servers that LiteLLM sends them to."""

@@ -273,6 +273,37 @@ async def test_an_adapter_no_deployment_serves_probes_nothing_on_the_request_pat
         models.close()
 
 
+async def test_a_large_models_answer_is_read_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An answer just under the cap (about 4 MiB, tens of thousands of adapters) takes tens of
+    milliseconds to parse: it used to be parsed on the event loop, stalling every request meanwhile."""
+    import threading
+
+    import litellm_lora_router.adapters as adapters_module
+    from litellm_lora_router.adapters import MAX_MODELS_ANSWER_BYTES
+
+    cards = [{"id": f"adapter-{i:07d}", "parent": "llama2-7b"} for i in range(MAX_MODELS_ANSWER_BYTES // 60)]
+    big = json.dumps({"data": [{"id": "technical-lora", "parent": "llama2-7b"}, *cards]}).encode()
+    assert MAX_MODELS_ANSWER_BYTES // 2 < len(big) <= MAX_MODELS_ANSWER_BYTES
+    parsed_on: list[int] = []
+    real_loads = json.loads
+
+    def loads(data: Any, **kwargs: Any) -> Any:
+        parsed_on.append(threading.get_ident())
+        return real_loads(data, **kwargs)
+
+    monkeypatch.setattr(adapters_module.json, "loads", loads)
+    models = AnsweringServer(big)
+    adapters = registry(parse_config(adapter_config()), {"technical-lora": [VllmServer(models.url + "/v1")]})
+    try:
+        await adapters.refresh()
+        state = adapters.states[models.url + "/v1"]
+        assert state.conclusive and "technical-lora" in state.adapters and len(state.adapters) == len(cards) + 1
+        assert parsed_on and threading.get_ident() not in parsed_on
+    finally:
+        await adapters.aclose()
+        models.close()
+
+
 async def test_a_models_answer_over_the_byte_cap_is_inconclusive_and_not_kept() -> None:
     from litellm_lora_router.adapters import MAX_MODELS_ANSWER_BYTES
 
