@@ -46,6 +46,7 @@ __all__ = [
     "corpus_split",
     "drop_excluded",
     "excluded_hashes",
+    "held_out_hashes",
     "human_eval_prompts",
     "mmlu_pro_style_rows",
     "mmlu_rows",
@@ -124,11 +125,16 @@ def train_extra_rows(directory: Path = TRAIN_EXTRA_DIR) -> list[dict[str, Any]]:
             mine = _word_set(row)
             if {normalized_hash(row_text(row, 0)), normalized_hash(row_text(row, 9))} & hashes:
                 continue
-            if any(0.6 * len(w) <= len(mine) <= len(w) / 0.6 and len(w & mine) >= 0.6 * len(w | mine)
-                   for w in words):
+            if any(_near_variants(w, mine) for w in words):
                 continue
             rows.append(row)
     return rows
+
+
+def held_out_hashes() -> frozenset[str]:
+    """Hashes of the texts of every dev, dev2 and test row (last turn, whole conversation): texts no
+    training set may hold."""
+    return _held_out_index()[0]
 
 
 @functools.cache
@@ -150,6 +156,11 @@ def _word_set(row: dict[str, Any]) -> frozenset[str]:
     return frozenset(re.findall(r"\w+", row_text(row, 9).casefold()))
 
 
+def _near_variants(a: frozenset[str], b: frozenset[str]) -> bool:
+    """Two rows of similar length sharing >= 0.6 of their words: one is a rewording of the other."""
+    return bool(a and b) and min(len(a), len(b)) >= 0.6 * max(len(a), len(b)) and len(a & b) >= 0.6 * len(a | b)
+
+
 def split_corpus(rows: Sequence[dict[str, Any]], seed: int = 20240611,
                  shares: tuple[float, float] = (0.6, 0.2)) -> dict[str, list[str]]:
     """Split once: group conversations and near-variants (same first turn, or >= 0.6 word overlap),
@@ -169,8 +180,7 @@ def split_corpus(rows: Sequence[dict[str, Any]], seed: int = 20240611,
         parent[find(i)] = find(j)
     for i in range(len(rows)):
         for j in range(i + 1, len(rows)):
-            a, b = words[i], words[j]
-            if a and b and min(len(a), len(b)) >= 0.6 * max(len(a), len(b)) and len(a & b) >= 0.6 * len(a | b):
+            if _near_variants(words[i], words[j]):
                 parent[find(i)] = find(j)
     groups: dict[int, list[int]] = {}
     for i in range(len(rows)):

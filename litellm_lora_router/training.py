@@ -320,11 +320,8 @@ SEED_WEIGHT, STYLE_WEIGHT = 15.0, 10.0
 def default_datasets(seed: int = 7) -> dict[str, dict[str, Any]]:
     """Training rows (text, label, weight) and calibration rows of both default classifiers."""
     rng = random.Random(seed)
-    excluded = datasets.excluded_hashes()
+    excluded = datasets.excluded_hashes() | datasets.held_out_hashes()
     split = datasets.corpus_split()
-    held_out = {datasets.normalized_hash(datasets.row_text(r, 9)) for part in ("dev", "dev2", "test")
-                for r in split[part]}
-    excluded = excluded | held_out
     chat_rows = split["train"] + datasets.train_extra_rows()
     mom_train = [(datasets.row_text(r), str(r["label"])) for r in chat_rows]
     mom_train += [(datasets.row_text(r, 0), str(r["label"])) for r in chat_rows if "messages" in r]
