@@ -323,7 +323,7 @@ class _SharedEncoding:
                 encoder = build_encoder(options, self._config.resolve_path, model.use_cpu if model else True,
                                         encoder_id, self._config.lora_router.classification_timeout_seconds)
             except (OSError, ValueError) as exc:
-                key = configured_file_key(options, encoder_id, self._config.resolve_path)
+                key = configured_file_key(options, encoder_id, exc)
                 if key is None:  # a package's own file: not the config's to name
                     raise
                 expected = ("a sentence-transformers model directory (with tokenizer.json)" if key == "model_path"

@@ -420,14 +420,39 @@ async def test_a_heads_logits_read_use_then_its_fine_tuned_encoder_in_the_order_
     await router.aclose()
 
 
+def _encoder_files(tmp_path: Path, case: str) -> tuple[dict[str, str], str, Path]:
+    """(lora_router.encoder settings, the key at fault, the file at fault) for one kind of bad file."""
+    from litellm_lora_router.classifiers.encoders import default_model_dir, default_onnx_path
+
+    good_dir, bad_dir = tmp_path / "minilm", tmp_path / "corrupt"
+    good_dir.mkdir()
+    bad_dir.mkdir()
+    (good_dir / "tokenizer.json").write_bytes((default_model_dir() / "tokenizer.json").read_bytes())
+    (bad_dir / "tokenizer.json").write_text("version https://git-lfs.github.com/spec/v1")  # an LFS pointer
+    missing = tmp_path / "missing.onnx"
+    return {
+        "missing onnx": ({"onnx_path": str(missing)}, "onnx_path", missing),
+        "missing model dir": ({"model_path": str(tmp_path / "no-such-dir")}, "model_path", tmp_path / "no-such-dir"),
+        "corrupt tokenizer": ({"model_path": str(bad_dir)}, "model_path", bad_dir / "tokenizer.json"),
+        "both set, onnx missing": ({"model_path": str(good_dir), "onnx_path": str(missing)}, "onnx_path", missing),
+        "both set, tokenizer corrupt": ({"model_path": str(bad_dir), "onnx_path": str(default_onnx_path())},
+                                        "model_path", bad_dir / "tokenizer.json"),
+        "both bad": ({"model_path": str(tmp_path / "no-such-dir"), "onnx_path": str(missing)}, "onnx_path",
+                     missing),  # ONNX Runtime's file is loaded first
+    }[case]
+
+
 @pytest.mark.parametrize("section", ["embedding_rules", "category_model"])
-@pytest.mark.parametrize(("key", "value"), [("onnx_path", "missing.onnx"), ("model_path", "no-such-dir")])
+@pytest.mark.parametrize("case", ["missing onnx", "missing model dir", "corrupt tokenizer", "both set, onnx missing",
+                                  "both set, tokenizer corrupt", "both bad"])
 def test_an_encoder_file_that_cannot_be_loaded_fails_start_up_naming_its_key(
-        tmp_path: Path, section: str, key: str, value: str) -> None:
+        tmp_path: Path, section: str, case: str) -> None:
     """`lora_router.encoder.onnx_path` or `model_path` naming nothing loadable used to fail as a bare
-    ValueError/OSError (embedding rules) or be blamed on `classifier.category_model.model_id` (a head
-    over MiniLM): the message must name the key that is wrong, and the file."""
-    raw = guide_raw(lora_router={"encoder": {"backend": "onnx", key: str(tmp_path / value)}})
+    ValueError/OSError, or `tokenizers`' bare Exception for a tokenizer.json it cannot parse (embedding
+    rules), or be blamed on `classifier.category_model.model_id` (a head over MiniLM): the message must
+    name the key whose file failed to load (with both set, the one that failed), and the file."""
+    encoder, key, at_fault = _encoder_files(tmp_path, case)
+    raw = guide_raw(lora_router={"encoder": {"backend": "onnx", **encoder}})
     if section == "embedding_rules":
         raw.pop("classifier")
         raw["embedding_rules"] = EMBEDDING_RULES
@@ -443,5 +468,5 @@ def test_an_encoder_file_that_cannot_be_loaded_fails_start_up_naming_its_key(
     with pytest.raises(ConfigError) as info:
         LoraRouter.from_config(load_config(tmp_path / "router_config.yaml"))
     assert info.value.key_paths == [f"lora_router.encoder.{key}"]
-    assert str(tmp_path / value) in str(info.value)
+    assert str(at_fault) in str(info.value)
     assert str(info.value).startswith(f"{tmp_path / 'router_config.yaml'}: lora_router.encoder.{key}: expected ")

@@ -35,8 +35,8 @@ from ..telemetry import NullTelemetry, Telemetry
 
 __all__ = [
     "CHARS_PER_TOKEN_BOUND", "ENCODER_ID", "ENCODER_IDS", "MINILM_ID", "USE_ID", "Encoded", "Encoder", "EncodingService",
-    "OnnxEncoder", "TorchEncoder", "UseEncoder", "build_encoder", "configured_file_key", "cut_for_tokenizer",
-    "encoder_files",
+    "OnnxEncoder", "TokenizerFileError", "TorchEncoder", "UseEncoder", "build_encoder", "configured_file_key",
+    "cut_for_tokenizer", "encoder_files",
     "TUNED_MINILM_PREFIX", "limit_torch_threads", "package_dir", "tuned_minilm_file",
 ]
 
@@ -107,15 +107,20 @@ def cut_for_tokenizer(texts: Sequence[str], max_length: int) -> tuple[list[str],
     return [t[:limit] for t in texts], [len(t) > limit for t in texts]
 
 
+class TokenizerFileError(ValueError):
+    """A model directory's tokenizer.json is missing or unreadable."""
+
+
 class _Tokenized:
     def __init__(self, model_dir: Path, max_length: int) -> None:
         from tokenizers import Tokenizer
 
         self.max_length = max_length
         path = model_dir / "tokenizer.json"
-        if not path.is_file():  # `tokenizers` would raise a bare Exception
-            raise FileNotFoundError(f"tokenizer {str(path)!r} is missing")
-        self._tokenizer = Tokenizer.from_file(str(path))
+        try:
+            self._tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # `tokenizers` raises a bare Exception, missing file or bad content alike
+            raise TokenizerFileError(f"tokenizer {str(path)!r} could not be read: {exc}") from exc
         self._tokenizer.no_truncation()
         self._tokenizer.no_padding()
 
@@ -249,15 +254,14 @@ def encoder_files(config: EncoderConfig, resolve: Any = Path) -> tuple[Path, Pat
     return model_dir, resolve(config.onnx_path) if config.onnx_path else default_onnx_path()
 
 
-def configured_file_key(config: EncoderConfig, model: str, resolve: Any = Path) -> str | None:
-    """The `lora_router.encoder` key naming the file encoder `model` failed to load from, if the config
-    names one (`model_path`, `onnx_path`); None when the files come from a package or a server."""
+def configured_file_key(config: EncoderConfig, model: str, error: Exception) -> str | None:
+    """The `lora_router.encoder` key naming the file whose load raised `error` while building encoder
+    `model`, if the config names that file; None when it comes from a package or a server."""
     if model != MINILM_ID or config.backend == "openai":
         return None
-    model_dir, onnx_path = encoder_files(config, resolve)
-    if config.model_path and (onnx_path is None or not (model_dir / "tokenizer.json").is_file()):
-        return "model_path"
-    return "onnx_path" if config.onnx_path and onnx_path is not None else None
+    if isinstance(error, TokenizerFileError) or config.backend == "torch":  # read from the model directory
+        return "model_path" if config.model_path else None
+    return "onnx_path" if config.onnx_path else None
 
 
 def build_encoder(config: EncoderConfig, resolve: Any = Path, use_cpu: bool = True,
