@@ -4,6 +4,7 @@ against the vLLM stand-in's pooling endpoints, which compute with the same local
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import time
 from collections.abc import Iterator
@@ -89,6 +90,7 @@ async def decisions(raw: dict[str, Any]) -> list[tuple[Any, ...]]:
     """(category, adapter, method, fallback reason, error, confidence) for each chat eval query.
     The budgets are long: these tests compare decisions, and a loaded CI machine can take longer
     than the default half second to answer one (a timeout would be a fallback the other side lacks)."""
+    raw = copy.deepcopy(raw)
     raw["lora_router"] = {**raw.get("lora_router", {}), "classification_timeout_seconds": 30}
     if "remote" in raw["lora_router"].get("encoder", {}):
         raw["lora_router"]["encoder"]["remote"]["timeout_seconds"] = 30
