@@ -123,7 +123,7 @@ def train_extra_rows(directory: Path = TRAIN_EXTRA_DIR) -> list[dict[str, Any]]:
                 continue
             row = json.loads(line)
             mine = _word_set(row)
-            if {normalized_hash(row_text(row, 0)), normalized_hash(row_text(row, 9))} & hashes:
+            if {normalized_hash(row_text(row, w)) for w in (0, 1, 9)} & hashes:
                 continue
             if any(_near_variants(w, mine) for w in words):
                 continue
@@ -132,17 +132,18 @@ def train_extra_rows(directory: Path = TRAIN_EXTRA_DIR) -> list[dict[str, Any]]:
 
 
 def held_out_hashes() -> frozenset[str]:
-    """Hashes of the texts of every dev, dev2 and test row (last turn, whole conversation): texts no
-    training set may hold."""
+    """Hashes of the texts a router reads of every dev, dev2 and test row (last turn, last two user
+    turns, whole conversation): texts no training set may hold."""
     return _held_out_index()[0]
 
 
 @functools.cache
 def _held_out_index() -> tuple[frozenset[str], tuple[frozenset[str], ...]]:
-    """Hashes (last turn and whole conversation) and word sets of every dev, dev2 and test row."""
+    """Hashes (last turn, last two user turns, whole conversation) and word sets of every dev, dev2
+    and test row."""
     split = corpus_split()
     held_out = split["dev"] + split["dev2"] + split["test"]
-    hashes = frozenset(normalized_hash(row_text(r, w)) for r in held_out for w in (0, 9))
+    hashes = frozenset(normalized_hash(row_text(r, w)) for r in held_out for w in (0, 1, 9))
     return hashes, tuple(w for w in map(_word_set, held_out) if w)
 
 

@@ -54,14 +54,19 @@ def test_split_is_disjoint_complete_and_keeps_conversations_together() -> None:
 
 
 @pytest.mark.skipif(not VSR_QUERIES.is_file(), reason="needs ../shared/vsr_test_queries.jsonl")
-def test_no_vsr_test_query_is_trained_on_from_any_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_vsr_query_nor_held_out_text_is_trained_on_from_any_directory(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither head trains on a VSR test query, nor on any text the router reads of a dev, dev2 or
+    test row: the last turn, the last two user turns, the whole conversation (a held-out
+    conversation's last turn, a short follow-up, was once trained on as a text of its own)."""
     monkeypatch.chdir(tmp_path)  # the exclusion ships with the package: the working directory does not matter
     vsr = {normalized_hash(json.loads(line)["text"]) for line in VSR_QUERIES.read_text().splitlines() if line.strip()}
     assert vsr <= excluded_hashes()
     data = default_datasets()
     trained = {normalized_hash(text) for model in data.values() for text, _, _ in model["train"]}
     assert not trained & vsr
-    held_out = {normalized_hash(row_text(r, 1)) for r in corpus_split()["test"]}
+    split = corpus_split()
+    held_out = {normalized_hash(row_text(r, w)) for p in ("dev", "dev2", "test") for r in split[p] for w in (0, 1, 9)}
     assert not trained & held_out
 
 
@@ -78,8 +83,7 @@ def test_training_only_rows_that_repeat_or_nearly_repeat_a_held_out_row_are_drop
     (tmp_path / "extra.jsonl").write_text("\n".join(lines) + "\n")
     assert [r["id"] for r in train_extra_rows(tmp_path)] == ["x-new"]
     trained = {normalized_hash(t) for t, _, _ in default_datasets()["mom-domain-classifier"]["train"]}
-    # a held-out conversation's last turn too (a short follow-up used to be trained on as a text of its own)
-    held_out = {normalized_hash(row_text(r, w)) for p in ("dev", "dev2", "test") for r in split[p] for w in (0, 9)}
+    held_out = {normalized_hash(row_text(r, 9)) for p in ("dev", "dev2", "test") for r in split[p]}
     assert len(train_extra_rows()) > 7000 and len(split["dev2"]) > 600 and not trained & held_out
     dev2 = split["dev2"][0]
     (tmp_path / "extra.jsonl").write_text(json.dumps({**dev2, "id": "x-dev2"}) + "\n")
