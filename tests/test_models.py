@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from litellm_lora_router import ConfigError, LoraRouter, load_config, parse_config
-from litellm_lora_router.classifiers.encoders import MINILM_ID
+from litellm_lora_router.classifiers.encoders import MINILM_ID, unshouted
 from litellm_lora_router.cli import main as cli
 from litellm_lora_router.report import decision_headers
 
@@ -212,6 +212,39 @@ async def test_both_encoder_backends(backend: str) -> None:
     assert type(router.classifiers[0]._encoding.encoder).__name__ == f"{backend.title()}Encoder"  # type: ignore[attr-defined]
     routed = await router.route(request("Is a verbal agreement legally binding?"))
     assert (routed.decision.model, routed.decision.method) == ("legal-lora", "domain")
+
+
+SHOUTABLE = [
+    "my kubernetes pod keeps restarting, how do i find out why",
+    "can i copy a logo i found on google for my shop",
+    "mi jefe no me paga las horas extra, que puedo hacer",
+    "mein kind hat seit gestern ausschlag am bauch",
+    "quel vin servir avec un poulet rôti",
+    "what is the best time of year to visit japan",
+]
+
+
+async def test_a_shouted_query_routes_as_it_does_in_lower_case() -> None:
+    """USE is cased: in capitals, the German query went to general (0.78) and the others lost
+    confidence. Shouted text is read in lower case, so nothing about the decision changes."""
+    router = LoraRouter.from_config(parse_config(guide_raw()))
+    for text in SHOUTABLE:
+        quiet = await router.route(request(text))
+        shouted = await router.route(request(text.upper()))
+        assert quiet.decision.category == shouted.decision.category, text
+        assert shouted.decision.confidence == pytest.approx(quiet.decision.confidence, abs=1e-4), text
+
+
+@pytest.mark.parametrize(("text", "read"), [
+    ("HOW DO I UNDO A GIT COMMIT", "how do i undo a git commit"),
+    ("MY LANDLORD WON'T RETURN MY DEPOSIT!!! what now", "my landlord won't return my deposit!!! what now"),
+    ("What's the difference between DELETE, TRUNCATE and DROP?", None),  # acronyms in a sentence
+    ("MySQL 和 PostgreSQL 选哪个比较好", None),  # Latin words amid Chinese: the letters are mostly Han
+    ("Excel 里 SUM 出来却是 0", None),
+    ("NAT VPC", None),  # too few letters to call it shouting
+])
+def test_only_shouted_text_is_lower_cased(text: str, read: str | None) -> None:
+    assert unshouted(text) == (read if read is not None else text)
 
 
 async def test_history_window_classifies_follow_ups() -> None:
