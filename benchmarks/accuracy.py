@@ -10,7 +10,10 @@ classified (text extraction, history, thresholds, fallback counted as wrong):
 3. vLLM Semantic Router's 418 `task: domain` queries with `examples/mmlu_router_config.yaml`: the
    shipped 14-label head, and (for the record) the same recipe plus the 280 questions of
    `benchmarks/data/mmlu_pro_style_vsr_informed.jsonl`, which were written after looking at which kinds
-   of those queries failed and are therefore not shipped.
+   of those queries failed and are therefore not shipped;
+4. robustness: the shipped default on the held-out rows rewritten as people also type them (in
+   capitals, in lower case, without punctuation, with typos, inside a greeting and a thank-you),
+   against the rows as written.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import argparse
 import asyncio
 import copy
 import json
+import random
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -161,6 +166,41 @@ def hand_written_knn() -> dict[str, Any]:
     return raw
 
 
+def _typos(text: str, rng: random.Random) -> str:
+    """One swap of two neighbouring letters per 25 characters."""
+    chars = list(text)
+    for _ in range(max(1, len(text) // 25)):
+        i = rng.randrange(max(1, len(chars) - 1))
+        if i + 1 < len(chars) and chars[i].isalpha() and chars[i + 1].isalpha():
+            chars[i], chars[i + 1] = chars[i + 1], chars[i]
+    return "".join(chars)
+
+
+#: How each robustness variant rewrites a user turn (section 4). The frames are not training frames.
+REWRITES = {
+    "in capitals": lambda text, rng: text.upper(),
+    "in lower case": lambda text, rng: text.lower(),
+    "without punctuation": lambda text, rng: re.sub(r"[?!.,;:¿¡？！。、]", "", text),
+    "with typos": _typos,
+    "after 'hey, quick question:'": lambda text, rng: f"hey, quick question: {text}",
+    "in a greeting and thanks": lambda text, rng: f"Hi there, hope you are well. {text} Thanks in advance!",
+}
+
+
+def rewritten(rows: list[dict[str, Any]], rewrite: Any) -> list[dict[str, Any]]:
+    """The rows with every user turn rewritten (seeded, so every run rewrites alike)."""
+    rng = random.Random(1)
+    out = []
+    for row in rows:
+        if "messages" in row:
+            messages = [{**m, "content": rewrite(m["content"], rng)} if m["role"] == "user" else m
+                        for m in row["messages"]]
+            out.append({**row, "messages": messages})
+        else:
+            out.append({**row, "text": rewrite(row["text"], rng)})
+    return out
+
+
 def with_rules(rules: list[dict[str, Any]]) -> dict[str, Any]:
     raw = copy.deepcopy(shipped())
     raw["keyword_rules"] = rules
@@ -238,6 +278,12 @@ async def main() -> None:
             f"   {rule['category']} rule: accuracy {report['accuracy']:.3f} "
             f"(fires on {len(fired)} rows, precision {precision:.3f})"
         )
+
+    print("\n4. robustness: the shipped default on rewritten rows (accuracy dev / dev2 / test)")
+    for name, rewrite in {"as written": lambda text, rng: text, **REWRITES}.items():
+        parts = ("dev", "dev2", "test")
+        cells = [(await score(shipped(), rewritten(split[part], rewrite), ()))["accuracy"] for part in parts]
+        print(f"   {name}: " + " / ".join(f"{c:.3f}" for c in cells), flush=True)
 
     vsr = Path(args.vsr)
     if not vsr.is_file():

@@ -39,7 +39,8 @@ from .router import MAX_TURNS
 
 __all__ = ["DEFAULT_MODELS", "MMLU_TO_MMLU_PRO", "MOM_SUBJECTS", "Progress", "build_default", "calibrate_temperature",
            "default_datasets",
-           "embed_all", "fit_head", "request_vectors", "save_head", "train_defaults", "train_domain", "training_key"]
+           "embed_all", "framed_copies", "fit_head", "request_vectors", "save_head", "train_defaults", "train_domain",
+           "training_key"]
 
 Progress = Callable[[str], None]
 
@@ -313,6 +314,34 @@ def train_domain(rows: Sequence[tuple[str, str]], out_dir: Path, encoder: Encode
             "rows": float(len(rows))}
 
 
+#: Greetings and thanks wrapped around training texts (`framed_copies`): without them the USE head
+#: read a polite frame as small talk ("Hi there, hope you are well. <question> Thanks in advance!"
+#: kept 495 + 611 of 563 + 670 dev and dev2 rows right, against 554 + 648 bare). Frames are spread
+#: over the languages of the corpus; the two frames that measured this are not among them.
+OPENERS = ("hi, ", "hello! ", "hey there ", "good morning, ", "good evening! I have a question. ", "ok so ", "so, ",
+           "a question for you: ", "sorry to bother you but ", "i was wondering, ", "can you help? ",
+           "Dear assistant, ", "hi again :) ", "Hello, thanks for being here. ", "yo ", "hola, ",
+           "buenas, tengo una pregunta: ", "bonjour, ", "salut ! ", "hallo, ", "guten Tag, ", "ciao, ", "buongiorno, ",
+           "olá, ", "oi, ", "你好，", "请问，", "こんにちは、", "すみません、")
+CLOSERS = (" thanks", " thank you!", " any ideas?", " pls help", " cheers", " Thanks a lot for your help.",
+           " I appreciate it!", " gracias", " merci", " danke", " grazie", " obrigado", " 谢谢", " ありがとう")
+#: The share of training texts that get a framed copy, chosen on dev and dev2 (0.3 and 0.5 measured).
+FRAMED_SHARE, FRAMING_SEED = 0.5, 11
+
+
+def framed_copies(rows: Sequence[tuple[str, str, float]], rng: random.Random,
+                  share: float = FRAMED_SHARE) -> list[tuple[str, str, float]]:
+    """Copies of about `share` of the rows inside a greeting (70%) and/or a thank-you (50%), same
+    label: a frame says nothing about the domain, in any category."""
+    framed = []
+    for text, label, weight in rows:
+        if rng.random() < share:
+            opener = rng.choice(OPENERS) if rng.random() < 0.7 else ""
+            closer = rng.choice(CLOSERS) if rng.random() < 0.5 else ""
+            framed.append((opener + text + closer, label, weight))
+    return framed
+
+
 #: Seed and MMLU-Pro-style rows are few: weighted up against 14k MMLU exam questions.
 SEED_WEIGHT, STYLE_WEIGHT = 15.0, 10.0
 
@@ -336,9 +365,9 @@ def default_datasets(seed: int = 7) -> dict[str, dict[str, Any]]:
     weight = {**dict.fromkeys((t for t, _ in datasets.mmlu_pro_style_rows()), STYLE_WEIGHT),
               **dict.fromkeys((t for t, _ in seeds), SEED_WEIGHT)}
     mmlu_train += datasets.drop_excluded(seeds + datasets.mmlu_pro_style_rows(), excluded)
+    mom_rows = [(t, label, 1.0) for t, label in datasets.drop_excluded(mom_train, excluded)]
     return {
-        "mom-domain-classifier": {"train": [(t, label, 1.0)
-                                            for t, label in datasets.drop_excluded(mom_train, excluded)],
+        "mom-domain-classifier": {"train": mom_rows, "framed": framed_copies(mom_rows, random.Random(FRAMING_SEED)),
                                   "calibrate": mom_dev},
         "mmlu-domain-classifier": {"train": [(t, label, weight.get(t, 1.0)) for t, label in mmlu_train],
                                    "calibrate": []},
@@ -346,11 +375,12 @@ def default_datasets(seed: int = 7) -> dict[str, dict[str, Any]]:
 
 
 def training_key(model: DefaultModel) -> str:
-    """A hash of everything a default model is built from: this code, the data files, the data and
-    encoder package versions, and the recipe (encoder ids included). A change to any of them retrains."""
+    """A hash of everything a default model is built from: this code and the encoders' (how a text
+    is read), the data files, the data and encoder package versions, and the recipe (encoder ids
+    included). A change to any of them retrains."""
     digest = hashlib.sha256(json.dumps(vars(model), sort_keys=True).encode())
     here = Path(__file__).resolve().parent
-    files = [here / "training.py", here / "datasets.py",
+    files = [here / "training.py", here / "datasets.py", here / "classifiers" / "encoders.py",
              datasets.EXCLUSIONS_FILE, datasets.SEED_FILE, datasets.SPLIT_FILE, datasets.MMLU_PRO_STYLE_FILE,
              datasets.DEV2_FILE,
              *(datasets.CORPUS_DIR / f"{c}.jsonl" for c in datasets.CATEGORIES),
@@ -391,14 +421,15 @@ def _is_current(directory: Path, key: str) -> bool:
 
 
 def build_default(model: DefaultModel, data: dict[str, Any], out: Path, progress: Progress, key: str) -> None:
-    """Embed, fit and save one default model from its training rows (and calibration rows, if any)."""
-    rows = data["train"]
-    texts = [t for t, _, _ in rows]
+    """Embed, fit and save one default model from its training rows (and calibration rows, if any);
+    the heads also learn from the `framed` copies, if any, which the fine-tuning does not read."""
+    rows, framed = data["train"], data.get("framed", [])
+    texts = [t for t, _, _ in rows + framed]
     encoders = list(dict.fromkeys(model.encoders + model.context_encoders))
     progress(f"{model.name}: embedding {len(set(texts))} texts with {len(encoders)} encoder(s)")
     vectors = {e: embed_all(texts, e, progress=progress) for e in encoders}
-    y, weights = [label for _, label, _ in rows], [w for _, _, w in rows]
-    progress(f"{model.name}: fitting a {len(set(y))}-label head on {len(rows)} rows")
+    y, weights = [label for _, label, _ in rows + framed], [w for _, _, w in rows + framed]
+    progress(f"{model.name}: fitting a {len(set(y))}-label head on {len(texts)} rows ({len(framed)} framed copies)")
     labels, weight, bias = fit_head(stack(texts, model.encoders, vectors), y, model.c, weights)
     own_weight, own_bias = weight, bias
     last_encoders, served_as = list(model.encoders), {e: e for e in encoders}
@@ -432,7 +463,8 @@ def build_default(model: DefaultModel, data: dict[str, Any], out: Path, progress
         target = np.array([labels.index(r[2]) for r in data["calibrate"]])
         temperature = calibrate_temperature(np.stack(blended), target)
     save_head(out, labels, weight, bias, last_encoders, temperature, extra={
-        "training_key": key, "trained_rows": len(rows), "rows_per_label": dict(Counter(label for _, label, _ in rows))},
+        "training_key": key, "trained_rows": len(rows), "framed_rows": len(framed),
+        "rows_per_label": dict(Counter(label for _, label, _ in rows))},
         context=context_head)
     progress(f"{model.name}: saved (temperature {temperature:.2f})")
 

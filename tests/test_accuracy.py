@@ -63,8 +63,9 @@ def test_no_vsr_query_nor_held_out_text_is_trained_on_from_any_directory(tmp_pat
     vsr = {normalized_hash(json.loads(line)["text"]) for line in VSR_QUERIES.read_text().splitlines() if line.strip()}
     assert vsr <= excluded_hashes()
     data = default_datasets()
-    trained = {normalized_hash(text) for model in data.values() for text, _, _ in model["train"]}
-    assert not trained & vsr
+    trained = {normalized_hash(text) for model in data.values()
+               for text, _, _ in model["train"] + model.get("framed", [])}
+    assert data["mom-domain-classifier"]["framed"] and not trained & vsr
     split = corpus_split()
     held_out = {normalized_hash(row_text(r, w)) for p in ("dev", "dev2", "test") for r in split[p] for w in (0, 1, 9)}
     assert not trained & held_out
@@ -261,6 +262,74 @@ async def test_a_query_in_another_language_routes_like_its_english_equivalent(
             assert routed.decision.category == category, query
     finally:
         await router.aclose()
+
+
+#: Queries and the frames put around them in the tests below: none of these frames is one the heads
+#: are trained with (`training.OPENERS`, `training.CLOSERS`).
+FRAMED_QUERIES = [
+    "my kubernetes pod keeps restarting, how do i find out why",
+    "can my landlord keep my whole deposit for a stained carpet",
+    "is it safe to take ibuprofen with my blood pressure pills",
+    "why does my sql query get slower every week",
+    "my employer has not paid me for three weeks, what can i do",
+    "my toddler has had a fever of 39 for two days",
+    "how do i stop a memory leak in my node app",
+    "can i copy a logo i found on google for my shop",
+    "what are the side effects of metformin",
+    "how do I set up port forwarding on my router",
+    "do I need a lawyer to write a will",
+    "my knee hurts when I climb stairs",
+    "mi jefe no me paga las horas extra, que puedo hacer",
+    "mein kind hat seit gestern ausschlag am bauch",
+    "what should i cook for a dinner party of eight",
+]
+#: Greetings and thanks around a question; and a sentence of small talk before it.
+FRAMES = ["Hi there, hope you are well. {} Thanks in advance!", "hey, quick question: {}",
+          "{} Many thanks, have a lovely day!"]
+SMALL_TALK_FRAME = "Good afternoon! Hope your week is going great. {}"
+
+
+async def changed_routes(frames: list[str]) -> list[tuple[str, str | None, str | None]]:
+    """(framed query, bare category, framed category) wherever a frame changed the route."""
+    router = guide_router()
+    try:
+        changed = []
+        for query in FRAMED_QUERIES:
+            bare = (await router.route(convo(query))).decision.category
+            for frame in frames:
+                framed = (await router.route(convo(frame.format(query)))).decision.category
+                if framed != bare:
+                    changed.append((frame.format(query), bare, framed))
+        return changed
+    finally:
+        await router.aclose()
+
+
+@pytest.mark.usefixtures("default_models")
+async def test_a_greeting_or_thanks_rarely_changes_the_route() -> None:
+    """A polite frame says nothing about the domain. Before the heads learned from framed copies,
+    5 of these 45 framed queries left their bare query's category (for general, as small talk, or a
+    fallback); at most 5% (2) may."""
+    changed = await changed_routes(FRAMES)
+    assert len(changed) <= 2, changed
+
+
+@pytest.mark.xfail(strict=True, reason="known weakness (README, Accuracy): a sentence of small talk before the "
+                                       "question still pulls some queries to general")
+@pytest.mark.usefixtures("default_models")
+async def test_a_sentence_of_small_talk_before_the_question_rarely_changes_the_route() -> None:
+    changed = await changed_routes([SMALL_TALK_FRAME])
+    assert len(changed) <= 1, changed
+
+
+def test_no_test_frame_is_a_training_frame() -> None:
+    """The frames above measure what the heads learned, not what they were shown."""
+    from litellm_lora_router.training import CLOSERS, OPENERS
+
+    for frame in [*FRAMES, SMALL_TALK_FRAME]:
+        head, tail = (part.strip().lower() for part in frame.split("{}"))
+        assert not any(head.startswith(o.strip().lower()) for o in OPENERS if head), frame
+        assert not any(tail.endswith(c.strip().lower()) for c in CLOSERS if tail), frame
 
 
 @pytest.mark.usefixtures("default_models")
