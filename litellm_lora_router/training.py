@@ -37,10 +37,9 @@ from .classifiers.encoders import MINILM_ID, TUNED_MINILM_PREFIX, USE_ID, build_
 from .config import EncoderConfig
 from .router import MAX_TURNS
 
-__all__ = ["DEFAULT_MODELS", "MMLU_TO_MMLU_PRO", "MOM_SUBJECTS", "Progress", "build_default", "calibrate_temperature",
-           "default_datasets",
-           "embed_all", "framed_copies", "fit_head", "request_vectors", "save_head", "train_defaults", "train_domain",
-           "training_key"]
+__all__ = ["CLOSERS", "DEFAULT_MODELS", "FRAMED_SHARE", "FRAMING_SEED", "MMLU_TO_MMLU_PRO", "MOM_SUBJECTS", "OPENERS",
+           "Progress", "build_default", "calibrate_temperature", "default_datasets", "embed_all", "fit_head",
+           "framed_copies", "request_vectors", "save_head", "train_defaults", "train_domain", "training_key"]
 
 Progress = Callable[[str], None]
 
@@ -316,7 +315,7 @@ def train_domain(rows: Sequence[tuple[str, str]], out_dir: Path, encoder: Encode
 
 #: Greetings and thanks wrapped around training texts (`framed_copies`): without them the USE head
 #: read a polite frame as small talk ("Hi there, hope you are well. <question> Thanks in advance!"
-#: kept 495 + 611 of 563 + 670 dev and dev2 rows right, against 554 + 648 bare). Frames are spread
+#: kept 494 + 610 of 563 + 670 dev and dev2 rows right, against 554 + 647 bare). Frames are spread
 #: over the languages of the corpus; the two frames that measured this are not among them.
 OPENERS = ("hi, ", "hello! ", "hey there ", "good morning, ", "good evening! I have a question. ", "ok so ", "so, ",
            "a question for you: ", "sorry to bother you but ", "i was wondering, ", "can you help? ",
@@ -331,8 +330,9 @@ FRAMED_SHARE, FRAMING_SEED = 0.5, 11
 
 def framed_copies(rows: Sequence[tuple[str, str, float]], rng: random.Random,
                   share: float = FRAMED_SHARE) -> list[tuple[str, str, float]]:
-    """Copies of about `share` of the rows inside a greeting (70%) and/or a thank-you (50%), same
-    label: a frame says nothing about the domain, in any category."""
+    """Copies of about `share` of the rows, same label, each with a greeting (70%) and a thank-you
+    (50%) drawn independently, so about 15% are plain second copies: a frame says nothing about the
+    domain, in any category."""
     framed = []
     for text, label, weight in rows:
         if rng.random() < share:

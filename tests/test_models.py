@@ -239,7 +239,7 @@ async def test_a_shouted_query_routes_as_it_does_in_lower_case() -> None:
     ("HOW DO I UNDO A GIT COMMIT", "how do i undo a git commit"),
     ("MY LANDLORD WON'T RETURN MY DEPOSIT!!! what now", "my landlord won't return my deposit!!! what now"),
     ("What's the difference between DELETE, TRUNCATE and DROP?", None),  # acronyms in a sentence
-    ("MySQL 和 PostgreSQL 选哪个比较好", None),  # Latin words amid Chinese: the letters are mostly Han
+    ("MySQL 和 PostgreSQL 选哪个比较好", None),  # Latin words amid Chinese, mostly lower case
     ("Excel 里 SUM 出来却是 0", None),
     ("NAT VPC", None),  # too few letters to call it shouting
 ])

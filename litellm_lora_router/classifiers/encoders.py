@@ -36,7 +36,7 @@ from ..telemetry import NullTelemetry, Telemetry
 __all__ = [
     "CHARS_PER_TOKEN_BOUND", "ENCODER_ID", "ENCODER_IDS", "MINILM_ID", "USE_ID", "Encoded", "Encoder", "EncodingService",
     "OnnxEncoder", "TokenizerFileError", "TorchEncoder", "UseEncoder", "build_encoder", "configured_file_key",
-    "cut_for_tokenizer", "encoder_files", "unshouted",
+    "cut_for_tokenizer", "encoder_files", "unshouted", "SHOUTED_MIN_LETTERS", "SHOUTED_SHARE",
     "TUNED_MINILM_PREFIX", "limit_torch_threads", "package_dir", "tuned_minilm_file",
 ]
 
@@ -249,8 +249,9 @@ SHOUTED_MIN_LETTERS, SHOUTED_SHARE = 8, 0.6
 def unshouted(text: str) -> str:
     """A shouted text ("MY POD KEEPS CRASHING") in lower case: USE is cased, and capitals turn a
     query into a rarer text that its heads were not trained on (on dev, upper-cased rows lost 12% of
-    their accuracy); MiniLM lower-cases by itself. Capitals are counted among all letters, so an
-    acronym in Chinese or Japanese text ("Excel 里 SUM") leaves the text as it is."""
+    their accuracy); MiniLM lower-cases by itself. Capitals are counted among all letters, Han and
+    kana included, so a Latin acronym in Chinese or Japanese text ("Excel 里 SUM 出来却是 0") usually
+    leaves the text as it is (one that is mostly acronyms, "GPU 和 CPU", is lower-cased)."""
     letters = [c for c in text if c.isalpha()]
     capitals = sum(c.isupper() for c in letters)
     return text.lower() if len(letters) >= SHOUTED_MIN_LETTERS and capitals >= SHOUTED_SHARE * len(letters) else text
