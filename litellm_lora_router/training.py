@@ -424,11 +424,10 @@ def build_default(model: DefaultModel, data: dict[str, Any], out: Path, progress
     """Embed, fit and save one default model from its training rows (and calibration rows, if any);
     the heads also learn from the `framed` copies, if any, which the fine-tuning does not read."""
     rows, framed = data["train"], data.get("framed", [])
-    texts = [t for t, _, _ in rows + framed]
+    texts, y, weights = (list(column) for column in zip(*(rows + framed), strict=True))
     encoders = list(dict.fromkeys(model.encoders + model.context_encoders))
     progress(f"{model.name}: embedding {len(set(texts))} texts with {len(encoders)} encoder(s)")
     vectors = {e: embed_all(texts, e, progress=progress) for e in encoders}
-    y, weights = [label for _, label, _ in rows + framed], [w for _, _, w in rows + framed]
     progress(f"{model.name}: fitting a {len(set(y))}-label head on {len(texts)} rows ({len(framed)} framed copies)")
     labels, weight, bias = fit_head(stack(texts, model.encoders, vectors), y, model.c, weights)
     own_weight, own_bias = weight, bias

@@ -34,9 +34,9 @@ from ..errors import ClassifierError
 from ..telemetry import NullTelemetry, Telemetry
 
 __all__ = [
-    "CHARS_PER_TOKEN_BOUND", "ENCODER_ID", "ENCODER_IDS", "MINILM_ID", "USE_ID", "Encoded", "Encoder", "EncodingService",
-    "OnnxEncoder", "TokenizerFileError", "TorchEncoder", "UseEncoder", "build_encoder", "configured_file_key",
-    "cut_for_tokenizer", "encoder_files", "unshouted", "SHOUTED_MIN_LETTERS", "SHOUTED_SHARE",
+    "CHARS_PER_TOKEN_BOUND", "ENCODER_ID", "ENCODER_IDS", "MINILM_ID", "SHOUTED_MIN_LETTERS", "SHOUTED_SHARE", "USE_ID",
+    "Encoded", "Encoder", "EncodingService", "OnnxEncoder", "TokenizerFileError", "TorchEncoder", "UseEncoder",
+    "build_encoder", "configured_file_key", "cut_for_tokenizer", "encoder_files", "unshouted",
     "TUNED_MINILM_PREFIX", "limit_torch_threads", "package_dir", "tuned_minilm_file",
 ]
 
