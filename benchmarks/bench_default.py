@@ -3,7 +3,9 @@
 Previous default: keyword rules, then a linear head over int8 ONNX MiniLM. New default: the guide's
 config, a linear head over the multilingual USE and MiniLM encoders, and for a conversation with
 earlier user turns a USE-only head over the user turns joined (one more USE pass, micro-batched with
-the last turn's). Rounds interleave the two so machine load hits both alike.
+the last turn's); a last turn of several sentences is also read by its longest sentence (one more
+text in each encoder's micro-batch). Rounds interleave the two so machine load hits both alike;
+each request's last turn gets a number in front, so no text is cached (and no sentence is added).
 `python benchmarks/bench_default.py [--rounds 300]`
 """
 
@@ -75,7 +77,7 @@ async def main() -> None:
                 unique = {
                     "messages": [
                         *request["messages"][:-1],
-                        {"role": "user", "content": f"{request['messages'][-1]['content']} #{i}"},
+                        {"role": "user", "content": f"#{i} {request['messages'][-1]['content']}"},  # no new sentence
                     ]
                 }
                 elapsed = await one(router, unique)

@@ -1,4 +1,5 @@
-"""From the person's turns to the one text that is classified: history window and character budget.
+"""From the person's turns to the texts that are classified: history window, conversation, topic
+switches and character budget.
 
 The budget bounds all work done per request, whatever a client sends: the keyword rules, the cache
 key's hash and the tokenizer only ever see `max_chars` characters.
@@ -6,6 +7,7 @@ key's hash and the tokenizer only ever see `max_chars` characters.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,10 +15,39 @@ from typing import Any
 from .config import RouterOptions
 from .formats import content_text, person_turns
 
-__all__ = ["ClassifiedText", "classified_text", "clip", "content_text", "text_to_classify"]
+__all__ = ["MAX_TURNS", "TOPIC_SWITCH_HEAD_CHARS", "TOPIC_SWITCH_MARKERS", "ClassifiedText", "classified_text", "clip",
+           "content_text", "request_texts", "since_topic_switch", "switches_topic", "text_to_classify"]
 
 #: `lora_router.max_text_chars` default: about twice what the sentence encoder reads (256 tokens).
 DEFAULT_MAX_CHARS: int = RouterOptions.model_fields["max_text_chars"].default
+
+#: With `history_blend`, the conversation a domain classifier reads: at most this many newest user turns.
+MAX_TURNS = 8
+
+#: What people write to say that a turn starts a new subject, in the languages of the default
+#: classifier (English, Spanish, French, German, Portuguese, Italian, Chinese, Japanese).
+TOPIC_SWITCH_MARKERS = (
+    "unrelated", "not related", "separate question", "separate thing", "separate issue", "different question",
+    "different topic", "different note", "different matter", "different thing", "different subject",
+    "another question", "other question", "random question", "random q", "random but", "random thought",
+    "totally different", "completely different", "something else", "change of topic", "change of subject",
+    "changing the subject", "changing topics", "switching gears", "switching topics", "switch gears", "new topic",
+    "new question", "off topic", "off-topic", "on another note", "by the way", "btw",
+    "cambiando de tema", "cambio de tema", "otra pregunta", "otro tema", "por cierto", "nada que ver",
+    "pregunta aparte",
+    "autre question", "autre sujet", "changement de sujet", "changer de sujet", "rien à voir", "au fait",
+    "sans rapport", "tout autre chose", "autre chose",
+    "andere frage", "anderes thema", "themawechsel", "übrigens", "was anderes", "etwas anderes", "ganz anderes",
+    "mudando de assunto", "mudar de assunto", "outra pergunta", "outro assunto", "aliás", "nada a ver", "outra coisa",
+    "cambiando argomento", "cambiare argomento", "cambio argomento", "altra domanda", "altro argomento", "a proposito",
+    "non c'entra", "tutt'altro", "un'altra cosa",
+    "顺便", "换个话题", "另外问", "另一个问题", "题外话", "对了",
+    "ところで", "話は変わ", "別の質問", "別件", "話題を変え", "それとは別に",
+)
+#: A marker counts in a turn's first characters ("ok thanks. unrelated, ..."), not deep in a story.
+TOPIC_SWITCH_HEAD_CHARS = 80
+_TOPIC_SWITCH = re.compile("|".join(  # whole words, except in Chinese and Japanese (no spaces between words)
+    rf"\b{re.escape(m)}\b" if ord(m[0]) < 0x2E80 else re.escape(m) for m in TOPIC_SWITCH_MARKERS), re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +86,35 @@ def classified_text(
     return ClassifiedText("\n".join(reversed(kept)), clipped)
 
 
+def switches_topic(turn: str) -> bool:
+    """Whether a turn says, in its first words, that it starts a new subject."""
+    return _TOPIC_SWITCH.search(turn[:TOPIC_SWITCH_HEAD_CHARS]) is not None
+
+
+def since_topic_switch(turns: Sequence[str]) -> list[str]:
+    """The turns from the newest that starts a new subject on: the ones before it are about something
+    else ("...carbonara?", "perfetta. cambiando argomento, ho comprato un frigo online..."), and
+    reading them would drag the new question back to the old subject."""
+    start = next((i for i in range(len(turns) - 1, 0, -1) if switches_topic(turns[i])), 0)
+    return list(turns[start:])
+
+
+def request_texts(turns: Sequence[str], history_window: int = 0, blend: bool = True,
+                  max_chars: int = DEFAULT_MAX_CHARS) -> tuple[ClassifiedText, str | None]:
+    """What a router classifies of a person's turns (oldest first): the last turn with up to
+    `history_window` earlier ones; and, with `blend`, the conversation (at most `MAX_TURNS` newest
+    turns joined), or None where it is that same text. Both start at the newest topic switch."""
+    turns = since_topic_switch(turns[-max(history_window + 1, MAX_TURNS if blend else 0):])
+    classified = classified_text(turns, history_window, max_chars)
+    if not blend:
+        return classified, None
+    context = classified_text(turns, MAX_TURNS - 1, max_chars).text
+    return classified, context if context != classified.text else None
+
+
 def text_to_classify(messages: Any, history_window: int = 0, max_chars: int = DEFAULT_MAX_CHARS) -> str:
-    """The text classified for OpenAI chat `messages` (the person's words; see `formats`)."""
+    """The text classified for OpenAI chat `messages` (the person's words; see `formats`), the
+    last turn with up to `history_window` earlier ones, whatever they say (`request_texts` also
+    starts at a topic switch, as a router does)."""
     turns = person_turns({"messages": messages}, "chat", newest=history_window + 1)
     return classified_text(turns, history_window, max_chars).text

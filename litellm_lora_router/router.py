@@ -26,13 +26,10 @@ from .decision import Decision, TenantPolicy, fallback_decision, select_adapter,
 from .errors import ConfigError, ConfigIssue
 from .extras import require_extras
 from .formats import ApiFormat, person_turns
-from .messages import ClassifiedText, classified_text
+from .messages import MAX_TURNS, ClassifiedText, request_texts
 from .telemetry import NullTelemetry, Telemetry
 
 __all__ = ["LoraRouter", "Routed"]
-
-#: With `history_blend`, the context a domain classifier reads: at most this many newest user turns.
-MAX_TURNS = 8
 
 logger = logging.getLogger("litellm_lora_router")
 
@@ -248,16 +245,13 @@ class LoraRouter:
         """The last user turn (with `history_window` earlier ones), within the character budget; and,
         with `history_blend`, the newest user turns joined (at most `MAX_TURNS`), which a domain
         classifier also reads and averages with the last turn: a follow-up such as "and for kids?"
-        only makes sense with them, while a topic switch in the last turn still wins."""
+        only makes sense with them, while a topic switch in the last turn still wins; the turns
+        before one that says it changes the subject ("unrelated, ...") are not read."""
         options = self.config.lora_router
         blend = options.history_blend and self._reads_context  # no classifier reads it: no context, no key part
         newest = max(options.history_window + 1, MAX_TURNS if blend else 0)
         turns = person_turns(request, api_format, newest=newest)
-        classified = classified_text(turns, options.history_window, options.max_text_chars)
-        if not blend:
-            return classified, None
-        context = classified_text(turns, MAX_TURNS - 1, options.max_text_chars).text
-        return classified, context if context != classified.text else None
+        return request_texts(turns, options.history_window, blend, options.max_text_chars)
 
     async def classify_request(self, request: dict[str, Any], api_format: ApiFormat = "chat",
                                caller: Caller | None = None) -> tuple[Classification | None, str | None]:

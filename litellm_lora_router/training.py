@@ -6,7 +6,8 @@
 - `mom-domain-classifier` (technical / medical / legal / general) from the chat corpus's train split,
   the training-only chat rows and the package's seed queries: a head over the multilingual USE
   encoder blended with all-MiniLM-L6-v2 fine-tuned on the same rows (int8 ONNX in the head's
-  directory), its softmax temperature calibrated on the dev split;
+  directory), reading a turn of several sentences by its longest sentence too, its softmax
+  temperature calibrated on the dev split;
 - `mmlu-domain-classifier` (vLLM Semantic Router's 14 MMLU-Pro labels) from MMLU, the other
   package data and the MMLU-Pro-style questions the package ships, over the same two encoders.
 
@@ -33,13 +34,22 @@ import numpy as np
 
 from . import datasets
 from .classifiers.domain import HEAD_FILE, head_encoders
-from .classifiers.encoders import MINILM_ID, TUNED_MINILM_PREFIX, USE_ID, build_encoder, default_model_dir
+from .classifiers.encoders import (
+    MINILM_ID,
+    TUNED_MINILM_PREFIX,
+    USE_ID,
+    build_encoder,
+    default_model_dir,
+    longest_sentence,
+)
 from .config import EncoderConfig
-from .router import MAX_TURNS
+from .formats import person_turns
+from .messages import request_texts
 
 __all__ = ["CLOSERS", "DEFAULT_MODELS", "FRAMED_SHARE", "FRAMING_SEED", "MMLU_TO_MMLU_PRO", "MOM_SUBJECTS", "OPENERS",
-           "Progress", "build_default", "calibrate_temperature", "default_datasets", "embed_all", "fit_head",
-           "framed_copies", "request_vectors", "save_head", "train_defaults", "train_domain", "training_key"]
+           "Progress", "Request", "build_default", "calibrate_temperature", "calibration_request", "default_datasets",
+           "embed_all", "fit_head", "framed_copies", "request_vectors", "save_head", "train_defaults", "train_domain",
+           "training_key"]
 
 Progress = Callable[[str], None]
 
@@ -89,14 +99,16 @@ class DefaultModel:
     any, get a head of their own for the conversation (its own regularisation `context_c`); with
     `fine_tune_epochs`, the head's logits are blended with those of all-MiniLM-L6-v2 fine-tuned end
     to end on the same rows for that many epochs (shipped in the head's directory), which weigh
-    `fine_tune_weight` in the blend."""
+    `fine_tune_weight` in the blend; with `sentence_weight`, the router reads a last turn of several
+    sentences by its longest sentence too, whose logits weigh that much (`HeadModel`)."""
 
     def __init__(self, name: str, encoders: tuple[str, ...], c: float,
                  context_encoders: tuple[str, ...] = (), context_c: float = 1.0, fine_tune_epochs: int = 0,
-                 fine_tune_weight: float = 0.5) -> None:
+                 fine_tune_weight: float = 0.5, sentence_weight: float = 0.0) -> None:
         self.name, self.encoders, self.c = name, encoders, c
         self.context_encoders, self.context_c = context_encoders, context_c
         self.fine_tune_epochs, self.fine_tune_weight = fine_tune_epochs, fine_tune_weight
+        self.sentence_weight = sentence_weight
 
 
 #: Chosen by accuracy and speed (README, "Default classifiers"): the four-label head on the chat
@@ -106,7 +118,7 @@ class DefaultModel:
 #: MMLU-Pro-style rows.
 DEFAULT_MODELS = (
     DefaultModel("mom-domain-classifier", (USE_ID,), c=4.0, context_encoders=(USE_ID,), context_c=4.0,
-                 fine_tune_epochs=2, fine_tune_weight=0.35),
+                 fine_tune_epochs=2, fine_tune_weight=0.35, sentence_weight=0.3),
     DefaultModel("mmlu-domain-classifier", (USE_ID, MINILM_ID), c=1.0),
 )
 
@@ -132,19 +144,24 @@ def embed_all(texts: Sequence[str], encoder_id: str, options: EncoderConfig | No
     return vectors
 
 
-def request_vectors(pairs: Sequence[tuple[str, str]], encoder_id: str,
-                    reads: tuple[bool, bool] = (True, True)) -> dict[tuple[str, str], tuple[np.ndarray | None, np.ndarray | None]]:
-    """(last turn, conversation) -> their vectors as a lone request computes them, for an encoder
-    that `reads` (the last turn, the conversation): both texts in one batch (the router encodes
-    them together), or one alone; None for a text it does not read. The int8 encoders quantize
+Request = tuple[str | None, ...]
+
+
+def request_vectors(requests: Sequence[Request], encoder_id: str,
+                    reads: tuple[bool, ...]) -> dict[Request, tuple[np.ndarray | None, ...]]:
+    """A request's texts (the last turn, its longest sentence, the conversation) -> their vectors as
+    a lone request computes them, for an encoder that `reads` each: all in one batch, as the router
+    encodes them together; None for a text it does not read, that is None, or that repeats an
+    earlier one (a conversation of one turn is not read twice). The int8 encoders quantize
     activations per batch, so a text's vector moves a little with its batch companions; a
     temperature fitted on other vectors would not be the router's."""
     model = build_encoder(EncoderConfig(threads=os.cpu_count() or 1), model=encoder_id)
-    vectors: dict[tuple[str, str], tuple[np.ndarray | None, np.ndarray | None]] = {}
-    for last, context in dict.fromkeys(pairs):
-        wanted = [t for t, read in zip((last, context), reads if context != last else (True, False), strict=True) if read]
+    vectors: dict[Request, tuple[np.ndarray | None, ...]] = {}
+    for texts in dict.fromkeys(requests):
+        wanted = [t for i, (t, read) in enumerate(zip(texts, reads, strict=True))
+                  if read and t is not None and t not in texts[:i]]
         encoded = dict(zip(wanted, (v for v, _ in model.encode(wanted)), strict=True))
-        vectors[(last, context)] = (encoded.get(last), encoded.get(context))
+        vectors[texts] = tuple(encoded.get(t) if t in wanted else None for t in texts)
     return vectors
 
 
@@ -346,6 +363,14 @@ def framed_copies(rows: Sequence[tuple[str, str, float]], rng: random.Random,
 SEED_WEIGHT, STYLE_WEIGHT = 15.0, 10.0
 
 
+def calibration_request(row: dict[str, Any]) -> tuple[str, str, str]:
+    """(last turn, conversation, label) of a corpus row as a router with the guide's settings reads
+    it (`request_texts`; the conversation is the last turn where none is read)."""
+    turns = [str(row["text"])] if "text" in row else person_turns({"messages": row["messages"]}, "chat")
+    classified, context = request_texts(turns)
+    return classified.text, context or classified.text, str(row["label"])
+
+
 def default_datasets(seed: int = 7) -> dict[str, dict[str, Any]]:
     """Training rows (text, label, weight) and calibration rows of both default classifiers."""
     rng = random.Random(seed)
@@ -355,7 +380,7 @@ def default_datasets(seed: int = 7) -> dict[str, dict[str, Any]]:
     mom_train = [(datasets.row_text(r), str(r["label"])) for r in chat_rows]
     mom_train += [(datasets.row_text(r, 0), str(r["label"])) for r in chat_rows if "messages" in r]
     mom_train += datasets.seed_rows()
-    mom_dev = [(datasets.row_text(r, 0), datasets.row_text(r, MAX_TURNS), str(r["label"])) for r in split["dev"]]
+    mom_dev = [calibration_request(r) for r in split["dev"]]
     mmlu = [(t, MMLU_TO_MMLU_PRO[s]) for t, s in datasets.mmlu_rows() if s in MMLU_TO_MMLU_PRO]
     bot = [(t, CHATTERBOT_TOPICS[topic]) for t, topic in datasets.chatterbot_rows() if topic in CHATTERBOT_TOPICS]
     chat = [(t, "other") for t in datasets.chitchat_turns(300, rng)]
@@ -375,12 +400,12 @@ def default_datasets(seed: int = 7) -> dict[str, dict[str, Any]]:
 
 
 def training_key(model: DefaultModel) -> str:
-    """A hash of everything a default model is built from: this code and the encoders' (how a text
-    is read), the data files, the data and encoder package versions, and the recipe (encoder ids
+    """A hash of everything a default model is built from: this code, the encoders' and the
+    messages' (how a text is read), the data files, the data and encoder package versions, and the recipe (encoder ids
     included). A change to any of them retrains."""
     digest = hashlib.sha256(json.dumps(vars(model), sort_keys=True).encode())
     here = Path(__file__).resolve().parent
-    files = [here / "training.py", here / "datasets.py", here / "classifiers" / "encoders.py",
+    files = [here / "training.py", here / "datasets.py", here / "messages.py", here / "classifiers" / "encoders.py",
              datasets.EXCLUSIONS_FILE, datasets.SEED_FILE, datasets.SPLIT_FILE, datasets.MMLU_PRO_STYLE_FILE,
              datasets.DEV2_FILE,
              *(datasets.CORPUS_DIR / f"{c}.jsonl" for c in datasets.CATEGORIES),
@@ -449,20 +474,31 @@ def build_default(model: DefaultModel, data: dict[str, Any], out: Path, progress
         _, context_weight, context_bias = fit_head(stack(texts, model.context_encoders, vectors), y, model.context_c, weights)
         context_head = (context_weight, context_bias, model.context_encoders)
     temperature = 1.0
-    if data["calibrate"]:  # (last turn, all user turns, label): logits averaged as the router does
-        pairs = [(r[0], r[1]) for r in data["calibrate"]]
-        progress(f"{model.name}: calibrating on {len(pairs)} dev requests")
+    if data["calibrate"]:  # (last turn, all user turns, label): logits blended as the router does
+        requests = [(r[0], longest_sentence(r[0]) if model.sentence_weight else None, r[1]) for r in data["calibrate"]]
+        progress(f"{model.name}: calibrating on {len(requests)} dev requests")
         context_encoders = model.context_encoders or tuple(last_encoders)
-        served = {e: request_vectors(pairs, served_as[e], (e in last_encoders, e in context_encoders))
+        served = {e: request_vectors(requests, served_as[e], (e in last_encoders,) * 2 + (e in context_encoders,))
                   for e in dict.fromkeys(last_encoders + list(context_encoders))}
-        last = np.stack([np.concatenate([served[e][p][0] for e in last_encoders]) for p in pairs]) @ weight.T + bias
         context_weight, context_bias = (context_head or (weight, bias))[:2]
-        blended = [(row + np.concatenate([served[e][p][1] for e in context_encoders]) @ context_weight.T
-                    + context_bias) / 2 if p[0] != p[1] else row for row, p in zip(last, pairs, strict=True)]
+
+        def logits(request: Request, text: int, encoders: Sequence[str], w: np.ndarray, b: np.ndarray) -> np.ndarray:
+            return np.concatenate([served[e][request][text] for e in encoders]) @ w.T + b
+
+        blended = []
+        for request in requests:
+            row = logits(request, 0, last_encoders, weight, bias)
+            if request[1] is not None:
+                sentence_share = model.sentence_weight
+                row = (1 - sentence_share) * row + sentence_share * logits(request, 1, last_encoders, weight, bias)
+            if request[2] != request[0]:
+                row = (row + logits(request, 2, context_encoders, context_weight, context_bias)) / 2
+            blended.append(row)
         target = np.array([labels.index(r[2]) for r in data["calibrate"]])
         temperature = calibrate_temperature(np.stack(blended), target)
+    sentence = {"sentence_weight": model.sentence_weight} if model.sentence_weight else {}
     save_head(out, labels, weight, bias, last_encoders, temperature, extra={
-        "training_key": key, "trained_rows": len(rows), "framed_rows": len(framed),
+        **sentence, "training_key": key, "trained_rows": len(rows), "framed_rows": len(framed),
         "rows_per_label": dict(Counter(label for _, label, _ in rows))},
         context=context_head)
     progress(f"{model.name}: saved (temperature {temperature:.2f})")

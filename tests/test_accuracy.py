@@ -104,7 +104,8 @@ async def test_temperature_is_calibrated_on_the_logits_the_router_computes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The int8 encoders quantize per batch, so a text's vector depends on its batch companions: the
-    calibration logits must be the router's own, a conversation's two texts encoded together."""
+    calibration logits must be the router's own, a conversation's texts encoded together, and a turn
+    of several sentences read by its longest sentence too, as the head's `sentence_weight` says."""
     import numpy as np
 
     from litellm_lora_router import training
@@ -114,8 +115,9 @@ async def test_temperature_is_calibrated_on_the_logits_the_router_computes(
     monkeypatch.setattr(training, "calibrate_temperature", lambda logits, target: captured.append(logits) or real(logits, target))
     turns = ("my knee has been swollen since the hike", "ok", "and what then?")
     rows = [(t, label, 1.0) for t, label in training.datasets.seed_rows()]
+    polite = "Good morning! How do I undo my last git commit without losing the changes? Thanks a lot."
     calibrate = [(turns[2], "\n".join(turns[::2]), "medical"), ("undo my last git commit", "undo my last git commit", "technical"),
-                 ("best pizza dough flour", "best pizza dough flour", "general")]
+                 ("best pizza dough flour", "best pizza dough flour", "general"), (polite, polite, "technical")]
     model = next(m for m in training.DEFAULT_MODELS if m.name == "mom-domain-classifier")
     head = tmp_path / "head"
     training.build_default(model, {"train": rows, "calibrate": calibrate}, head, lambda _: None, "k")
@@ -123,7 +125,9 @@ async def test_temperature_is_calibrated_on_the_logits_the_router_computes(
     raw["classifier"]["category_model"].update(model_id=str(head), category_mapping_path=str(head / "category_mapping.json"),
                                                threshold=0.0)
     router = LoraRouter.from_config(parse_config(raw))
-    temperature = json.loads((head / "lora_router_head.json").read_text())["temperature"]
+    meta = json.loads((head / "lora_router_head.json").read_text())
+    temperature = meta["temperature"]
+    assert meta["sentence_weight"] == model.sentence_weight > 0
     try:
         for (last, _, _), logits in zip(calibrate, captured[0], strict=True):
             request = convo(*turns) if last == turns[2] else convo(last)
@@ -264,6 +268,52 @@ async def test_a_query_in_another_language_routes_like_its_english_equivalent(
         await router.aclose()
 
 
+#: Conversations whose last turn changes the subject (the last one asks a follow-up after the
+#: switch), and the category of the new subject. None is a corpus row.
+TOPIC_SWITCHES = [
+    (["My Python script keeps throwing KeyError when it reads a JSON config file, how do I debug it?",
+      "that fixed it. separate question, do we need a privacy policy if we only collect staff emails?"], "legal"),
+    (["How do I treat a mild burn on my hand from hot oil?", "ok. unrelated, what's a nice weekend trip from Madrid?"],
+     "general"),
+    (["My landlord is keeping my deposit for normal wear and tear, what are my rights in the UK?",
+      "got it. totally different, what should I plant in a shady corner of the garden?"], "general"),
+    (["My toddler has a fever of 39 and is not eating, when should I worry?",
+      "thanks. unrelated but how do I move my photos from an old iPhone to a new Android phone?"], "technical"),
+    (["Can you recommend a good sci-fi series?", "nice. random question, can my landlord enter my flat without telling me first?"],
+     "legal"),
+    (["Mein Kubernetes-Pod startet ständig neu, wie finde ich den Grund?",
+      "läuft jetzt. anderes Thema, was koche ich heute Abend für vier Personen?"], "general"),
+    (["Mon employeur refuse de me payer mes heures supplémentaires, que faire ?",
+      "merci. au fait, tu as une idée de dessert rapide pour ce soir ?"], "general"),
+    (["我的房东不退押金，我该怎么办？", "明白了。换个话题，我最近老是头晕，需要看医生吗？"], "medical"),
+    (["Como faço backup do meu WhatsApp no Android?", "deu certo. mudando de assunto, posso ser demitida durante a gravidez?"],
+     "legal"),
+    (["¿Qué ver en Sevilla en dos días?", "genial. cambiando de tema, ¿cómo configuro una VPN en mi router de casa?"],
+     "technical"),
+    (["Is it normal to feel dizzy after donating blood?",
+      "ok good. switching gears, how do I set up a python virtual environment on windows?"], "technical"),
+    (["What's a good pasta for a quick dinner?", "ok. unrelated, my landlord won't return my deposit after I moved out",
+      "and if he still refuses?"], "legal"),
+]
+
+
+@pytest.mark.usefixtures("default_models")
+async def test_a_turn_that_changes_the_subject_routes_by_the_new_subject() -> None:
+    """Read with the earlier turns, 3 of these 12 went back to the old subject ("...separate
+    question, do we need a privacy policy..." to technical); a turn that says it changes the subject
+    now starts the conversation the router reads. At most one may miss."""
+    router = guide_router()
+    try:
+        missed = []
+        for turns, category in TOPIC_SWITCHES:
+            routed = await router.route(convo(*[t for turn in turns for t in (turn, "Sure, here is what I suggest.")][:-1]))
+            if routed.decision.category != category:
+                missed.append((turns[-1], category, routed.decision.category))
+        assert len(missed) <= 1, missed
+    finally:
+        await router.aclose()
+
+
 #: Queries and the frames put around them in the tests below: none of these frames is one the heads
 #: are trained with (`training.OPENERS`, `training.CLOSERS`).
 FRAMED_QUERIES = [
@@ -314,11 +364,10 @@ async def test_a_greeting_or_thanks_rarely_changes_the_route() -> None:
     assert len(changed) <= 2, changed
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="known weakness (README, Robustness): a sentence of small talk before the question "
-                          "still pulls some queries to general")
 @pytest.mark.usefixtures("default_models")
 async def test_a_sentence_of_small_talk_before_the_question_rarely_changes_the_route() -> None:
+    """A turn is read by its longest sentence too: before, 5 of these 15 queries left their bare
+    query's category when a sentence of small talk came first (for general, or a fallback)."""
     changed = await changed_routes([SMALL_TALK_FRAME])
     assert len(changed) <= 1, changed
 

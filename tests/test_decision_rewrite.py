@@ -21,6 +21,7 @@ from litellm_lora_router import (
 )
 from litellm_lora_router.classifiers import KeywordClassifier
 from litellm_lora_router.classifiers.base import Classifier
+from litellm_lora_router.messages import request_texts, since_topic_switch, switches_topic
 
 from .conftest import DEFAULT_ROUTER_CONFIG
 
@@ -134,6 +135,36 @@ def test_text_to_classify() -> None:
     assert text_to_classify([{"role": "user", "content": parts}]) == "look\nhere"
     assert text_to_classify([{"role": "system", "content": "sys"}, {"role": "user", "content": [{"type": "image_url"}]}]) == "sys"
     assert text_to_classify(None) == ""
+
+
+@pytest.mark.parametrize(("turn", "switches"), [
+    ("ok thanks. unrelated, my landlord kept my deposit", True),
+    ("Cool. On another note: how do I undo a git commit?", True),
+    ("thanks! by the way, any board games for four?", True),
+    ("danke. Übrigens, mein Vermieter will die Kaution behalten", True),
+    ("perfetta. cambiando argomento, ho comprato un frigo online", True),
+    ("好了解决了，谢谢！顺便问一下，周末去成都吃什么？", True),
+    ("わかりました。ところで、庭の盆栽の手入れは？", True),
+    ("and what if he still refuses?", False),  # a follow-up
+    ("my unrelatedness test", False),  # whole words only
+    ("I told my landlord about the leak weeks ago and he did nothing at all, and now, by the way", False),  # too deep
+])
+def test_switches_topic(turn: str, switches: bool) -> None:
+    assert switches_topic(turn) is switches
+
+
+def test_a_conversation_is_read_from_its_newest_topic_switch() -> None:
+    """The turns before one that changes the subject are not read, by the conversation nor by the
+    history window; a follow-up after the switch keeps the switch's turn."""
+    cooking, switch, follow_up = "best pasta for a quick dinner?", "ok. unrelated, my landlord kept my deposit", "and then?"
+    assert since_topic_switch([cooking, switch, follow_up]) == [switch, follow_up]
+    assert since_topic_switch(["unrelated, first turn", follow_up]) == ["unrelated, first turn", follow_up]
+    classified, context = request_texts([cooking, switch])
+    assert (classified.text, context) == (switch, None)  # the switch alone: no conversation to blend
+    classified, context = request_texts([cooking, switch, follow_up], history_window=2)
+    assert (classified.text, context) == (f"{switch}\n{follow_up}", None)
+    classified, context = request_texts([cooking, "and for kids?"])
+    assert (classified.text, context) == ("and for kids?", f"{cooking}\nand for kids?")
 
 
 def request(*messages: dict[str, Any], **extra: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from litellm_lora_router import ConfigError, LoraRouter, load_config, parse_config
-from litellm_lora_router.classifiers.encoders import MINILM_ID, unshouted
+from litellm_lora_router.classifiers.encoders import MINILM_ID, longest_sentence, unshouted
 from litellm_lora_router.cli import main as cli
 from litellm_lora_router.report import decision_headers
 
@@ -245,6 +245,53 @@ async def test_a_shouted_query_routes_as_it_does_in_lower_case() -> None:
 ])
 def test_only_shouted_text_is_lower_cased(text: str, read: str | None) -> None:
     assert unshouted(text) == (read if read is not None else text)
+
+
+@pytest.mark.parametrize(("text", "sentence"), [
+    ("how do i undo a git commit", None),  # one sentence: read as a whole only
+    ("Morning! Lovely weather, isn't it? Anyway, how do I undo a git commit", "Anyway, how do I undo a git commit"),
+    ("My node.js app leaks 3.5 GB a day. Any idea why?", "My node.js app leaks 3.5 GB a day."),  # no end in "3.5"
+    ("你好。我的膝盖爬楼梯时很疼，怎么办？谢谢！", "我的膝盖爬楼梯时很疼，怎么办？"),  # CJK ends need no space
+    ("Hi. Yo.", "Hi."),  # the first of equals
+    ("trailing dots... ", None),
+])
+def test_longest_sentence(text: str, sentence: str | None) -> None:
+    assert longest_sentence(text) == sentence
+
+
+async def test_a_turn_of_several_sentences_is_also_read_by_its_longest_sentence() -> None:
+    """The shipped head reads a turn of several sentences whole and by its longest sentence, both
+    encoders in one batch each; a turn of one sentence costs one pass, as before."""
+    router = LoraRouter.from_config(parse_config(guide_raw()))
+    seen: dict[str, list[list[str]]] = {}
+    for encoding in router.classifiers[0]._model._encodings:  # type: ignore[attr-defined]
+        batcher, encode = encoding._batcher, encoding.encoder.encode
+        name = type(encoding.encoder).__name__
+        batcher._fn = lambda texts, name=name, encode=encode: seen.setdefault(name, []).append(list(texts)) or encode(texts)
+    question = "Can my landlord keep my whole deposit for a stained carpet?"
+    turn = f"Good afternoon! Hope your week is going great. {question}"
+    routed = await router.route(request(turn))
+    assert routed.decision.category == "legal"
+    assert {name: sorted(map(sorted, batches)) for name, batches in seen.items()} == {
+        "UseEncoder": [sorted([turn, question])], "OnnxEncoder": [sorted([turn, question])]}
+    seen.clear()
+    other = "Is a verbal agreement to sublet my flat binding?"
+    await router.route(request(other))
+    assert seen == {"UseEncoder": [[other]], "OnnxEncoder": [[other]]}
+
+
+@pytest.mark.parametrize("weight", [-0.1, 1.5])
+def test_a_sentence_weight_outside_0_to_1_fails_at_load(tmp_path: Path, weight: float) -> None:
+    from litellm_lora_router.classifiers.encoders import USE_ID
+    from litellm_lora_router.training import save_head
+
+    save_head(tmp_path, ["general", "legal", "medical", "technical"], np.zeros((4, 512), np.float32),
+              np.zeros(4, np.float32), [USE_ID], extra={"sentence_weight": weight})
+    raw = guide_raw()
+    raw["classifier"]["category_model"].update(model_id=str(tmp_path), category_mapping_path=str(tmp_path / "category_mapping.json"))
+    with pytest.raises(ConfigError) as info:
+        LoraRouter.from_config(parse_config(raw, "router_config.yaml"))
+    assert "classifier.category_model.model_id" in str(info.value) and f"sentence_weight {weight}" in str(info.value)
 
 
 async def test_history_window_classifies_follow_ups() -> None:

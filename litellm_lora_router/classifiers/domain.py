@@ -7,7 +7,9 @@
    calibrated on held-out data; `head.npz` holds a linear head. It reuses the shared encoder passes,
    so it costs a small matrix product on top of the embedding rules. A head may carry a second,
    cheaper head for the conversation (`context_encoders`, `context_weight`, `context_bias`), so that
-   reading a conversation costs one fast encoder pass rather than a second pass of every encoder.
+   reading a conversation costs one fast encoder pass rather than a second pass of every encoder;
+   and a `sentence_weight`: a turn of several sentences is also read by its longest sentence, whose
+   logits weigh that much, so that a sentence of small talk around the question weighs less.
 3. `backend: vllm`: a format-1 model served by vLLM's pooling runner, asked over `/classify`
    (`classifiers/remote.py`).
 
@@ -35,6 +37,7 @@ from .encoders import (
     EncodingService,
     cut_for_tokenizer,
     limit_torch_threads,
+    longest_sentence,
     tuned_minilm_file,
 )
 
@@ -122,6 +125,9 @@ class HeadModel:
         meta = json.loads((model_dir / HEAD_FILE).read_text(encoding="utf-8"))
         weights = np.load(model_dir / "head.npz")
         self._temperature = float(meta.get("temperature", 1.0))
+        self._sentence_weight = float(meta.get("sentence_weight", 0.0))
+        if not 0.0 <= self._sentence_weight <= 1.0:
+            raise ValueError(f"{HEAD_FILE}: sentence_weight {self._sentence_weight} is not between 0 and 1")
         encoders = head_encoders(meta, model_dir=model_dir)
         self._head = _LinearHead(weights["weight"], weights["bias"], [encoding(e) for e in encoders])
         context = head_encoders(meta, "context_encoders", model_dir)
@@ -137,7 +143,13 @@ class HeadModel:
         self._encodings = list({id(e): e for h in (self._head, self._context_head) for e in h.encodings}.values())
 
     async def probabilities(self, text: str) -> Probabilities:
-        return await self._softmax(self._head, text)
+        """For the last turn: with a `sentence_weight`, its logits blended with its longest sentence's."""
+        sentence = longest_sentence(text) if self._sentence_weight else None
+        if sentence is None:
+            return await self._softmax(self._head, text)
+        (whole, truncated), (part, _) = await asyncio.gather(self._head.logits(text), self._head.logits(sentence))
+        logits = (1 - self._sentence_weight) * whole + self._sentence_weight * part
+        return _softmax(logits / self._temperature), truncated
 
     async def conversation_probabilities(self, text: str) -> Probabilities:
         """For the conversation's user turns joined: the conversation head when the model has one."""

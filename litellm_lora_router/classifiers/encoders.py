@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib.util
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,7 +37,7 @@ from ..telemetry import NullTelemetry, Telemetry
 __all__ = [
     "CHARS_PER_TOKEN_BOUND", "ENCODER_ID", "ENCODER_IDS", "MINILM_ID", "SHOUTED_MIN_LETTERS", "SHOUTED_SHARE", "USE_ID",
     "Encoded", "Encoder", "EncodingService", "OnnxEncoder", "TokenizerFileError", "TorchEncoder", "UseEncoder",
-    "build_encoder", "configured_file_key", "cut_for_tokenizer", "encoder_files", "unshouted",
+    "build_encoder", "configured_file_key", "cut_for_tokenizer", "encoder_files", "longest_sentence", "unshouted",
     "TUNED_MINILM_PREFIX", "limit_torch_threads", "package_dir", "tuned_minilm_file",
 ]
 
@@ -255,6 +256,17 @@ def unshouted(text: str) -> str:
     letters = [c for c in text if c.isalpha()]
     capitals = sum(c.isupper() for c in letters)
     return text.lower() if len(letters) >= SHOUTED_MIN_LETTERS and capitals >= SHOUTED_SHARE * len(letters) else text
+
+
+#: A sentence ends at . ! ? before a space (not in "3.5" or "node.js"), or at a CJK full stop, ! or ?.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])\s*")
+
+
+def longest_sentence(text: str) -> str | None:
+    """The longest sentence of a text of more than one (the first of equals), else None: in a
+    chat turn that is mostly the question, not the greeting, small talk or thanks around it."""
+    sentences = [s for s in _SENTENCE_END.split(text.strip()) if s]
+    return max(sentences, key=len) if len(sentences) > 1 else None
 
 
 def use_onnx_path() -> Path:
