@@ -5,7 +5,8 @@ config, a linear head over the multilingual USE and MiniLM encoders, and for a c
 earlier user turns a USE-only head over the user turns joined (one more USE pass, micro-batched with
 the last turn's); a last turn of several sentences is also read by its longest sentence (one more
 text in each encoder's micro-batch). Rounds interleave the two so machine load hits both alike;
-each request's last turn gets a number in front, so no text is cached (and no sentence is added).
+each sentence of a request's last turn gets the round's number in front, so no text, nor a turn's
+longest sentence, is served from the encoders' recent results (and no sentence is added).
 `python benchmarks/bench_default.py [--rounds 300]`
 """
 
@@ -15,6 +16,7 @@ import argparse
 import asyncio
 import json
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -42,6 +44,11 @@ def previous_default(head_dir: Path) -> dict[str, Any]:
     )
     raw["lora_router"]["history_blend"] = False
     return raw
+
+
+def numbered(text: str, i: int) -> str:
+    """`text` with `#i` in front of each of its sentences: a new text whose sentences are new too."""
+    return f"#{i} " + re.sub(r"(?<=[.!?])\s+|(?<=[。！？])", f" #{i} ", text)
 
 
 async def one(router: LoraRouter, request: dict[str, Any]) -> float:
@@ -77,7 +84,7 @@ async def main() -> None:
                 unique = {
                     "messages": [
                         *request["messages"][:-1],
-                        {"role": "user", "content": f"#{i} {request['messages'][-1]['content']}"},  # no new sentence
+                        {"role": "user", "content": numbered(request["messages"][-1]["content"], i)},
                     ]
                 }
                 elapsed = await one(router, unique)

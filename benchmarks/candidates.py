@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from litellm_lora_router.classifiers.encoders import MINILM_ID, TUNED_MINILM_PREFIX, USE_ID  # noqa: E402
 from litellm_lora_router.datasets import corpus_split, row_text, train_extra_rows  # noqa: E402
 from litellm_lora_router.messages import text_to_classify  # noqa: E402
-from litellm_lora_router.router import MAX_TURNS  # noqa: E402
+from litellm_lora_router.messages import MAX_TURNS  # noqa: E402
 from litellm_lora_router.training import (  # noqa: E402
     TUNED_FILE,
     _softmax,

@@ -84,8 +84,9 @@ def drop_excluded(rows: Iterable[tuple[str, str]], excluded: frozenset[str]) -> 
 
 
 def row_text(row: dict[str, Any], window: int = 1) -> str:
-    """The text a router classifies for a corpus row: its text, or its last user turn joined with
-    up to `window` earlier user turns (the same as `text_to_classify`)."""
+    """A corpus row's text, or its last user turn joined with up to `window` earlier user turns
+    (`text_to_classify`: the texts trained on and left out; unlike a router, it does not start at a
+    topic switch, so a held-out conversation is left out in full)."""
     from .messages import text_to_classify
 
     return str(row["text"]) if "text" in row else text_to_classify(row["messages"], window)

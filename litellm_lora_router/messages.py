@@ -8,6 +8,7 @@ key's hash and the tokenizer only ever see `max_chars` characters.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from .config import RouterOptions
 from .formats import content_text, person_turns
 
 __all__ = ["MAX_TURNS", "TOPIC_SWITCH_HEAD_CHARS", "TOPIC_SWITCH_MARKERS", "ClassifiedText", "classified_text", "clip",
-           "content_text", "request_texts", "since_topic_switch", "switches_topic", "text_to_classify"]
+           "content_text", "request_texts", "since_topic_switch", "switches_topic", "text_to_classify", "turns_read"]
 
 #: `lora_router.max_text_chars` default: about twice what the sentence encoder reads (256 tokens).
 DEFAULT_MAX_CHARS: int = RouterOptions.model_fields["max_text_chars"].default
@@ -25,29 +26,33 @@ DEFAULT_MAX_CHARS: int = RouterOptions.model_fields["max_text_chars"].default
 MAX_TURNS = 8
 
 #: What people write to say that a turn starts a new subject, in the languages of the default
-#: classifier (English, Spanish, French, German, Portuguese, Italian, Chinese, Japanese).
+#: classifier (English, Spanish, French, German, Portuguese, Italian, Chinese, Japanese). Words that
+#: also open a follow-up on the same subject ("another question", "something else", "aliás",
+#: "对了") are left out.
 TOPIC_SWITCH_MARKERS = (
-    "unrelated", "not related", "separate question", "separate thing", "separate issue", "different question",
+    "unrelated", "separate question", "separate thing", "separate issue", "different question",
     "different topic", "different note", "different matter", "different thing", "different subject",
-    "another question", "other question", "random question", "random q", "random but", "random thought",
-    "totally different", "completely different", "something else", "change of topic", "change of subject",
-    "changing the subject", "changing topics", "switching gears", "switching topics", "switch gears", "new topic",
-    "new question", "off topic", "off-topic", "on another note", "by the way", "btw",
-    "cambiando de tema", "cambio de tema", "otra pregunta", "otro tema", "por cierto", "nada que ver",
-    "pregunta aparte",
-    "autre question", "autre sujet", "changement de sujet", "changer de sujet", "rien à voir", "au fait",
-    "sans rapport", "tout autre chose", "autre chose",
-    "andere frage", "anderes thema", "themawechsel", "übrigens", "was anderes", "etwas anderes", "ganz anderes",
-    "mudando de assunto", "mudar de assunto", "outra pergunta", "outro assunto", "aliás", "nada a ver", "outra coisa",
-    "cambiando argomento", "cambiare argomento", "cambio argomento", "altra domanda", "altro argomento", "a proposito",
-    "non c'entra", "tutt'altro", "un'altra cosa",
-    "顺便", "换个话题", "另外问", "另一个问题", "题外话", "对了",
+    "random question", "random q", "totally different", "completely different", "change of topic",
+    "change of subject", "changing the subject", "changing topics", "switching gears", "switching topics",
+    "new topic", "off topic", "off-topic", "on another note", "by the way", "btw",
+    "cambiando de tema", "cambio de tema", "otro tema", "por cierto", "nada que ver", "pregunta aparte",
+    "autre sujet", "changement de sujet", "changer de sujet", "rien à voir", "rien a voir", "au fait",
+    "sans rapport", "tout autre chose",
+    "anderes thema", "themawechsel", "übrigens", "uebrigens", "was anderes", "ganz andere frage",
+    "mudando de assunto", "mudar de assunto", "outro assunto", "nada a ver",
+    "cambiando argomento", "cambiare argomento", "cambio argomento", "altro argomento", "a proposito",
+    "non c'entra", "tutt'altro",
+    "顺便问", "顺便说", "换个话题", "另外问", "题外话",
     "ところで", "話は変わ", "別の質問", "別件", "話題を変え", "それとは別に",
 )
 #: A marker counts in a turn's first characters ("ok thanks. unrelated, ..."), not deep in a story.
 TOPIC_SWITCH_HEAD_CHARS = 80
-_TOPIC_SWITCH = re.compile("|".join(  # whole words, except in Chinese and Japanese (no spaces between words)
-    rf"\b{re.escape(m)}\b" if ord(m[0]) < 0x2E80 else re.escape(m) for m in TOPIC_SWITCH_MARKERS), re.IGNORECASE)
+#: A marker in Latin script counts as a whole phrase followed by a break or a "but" ("unrelated,",
+#: "btw:", "unrelated but"), not inside a sentence ("could it be unrelated to the pills?", "Übrigens
+#: habe ich Windows 11"); in Chinese and Japanese, which put no spaces between words, as it stands.
+_TOPIC_SWITCH = re.compile("|".join(
+    rf"\b{re.escape(m)}(?=\s*[,.:;!?—–-]|\s+(?:but|pero|mais|aber|mas|ma)\b)" if ord(m[0]) < 0x2E80
+    else re.escape(m) for m in TOPIC_SWITCH_MARKERS), re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +92,10 @@ def classified_text(
 
 
 def switches_topic(turn: str) -> bool:
-    """Whether a turn says, in its first words, that it starts a new subject."""
-    return _TOPIC_SWITCH.search(turn[:TOPIC_SWITCH_HEAD_CHARS]) is not None
+    """Whether a turn says, in its first words, that it starts a new subject (composed accents and
+    straight apostrophes, however it was typed)."""
+    head = unicodedata.normalize("NFC", turn[:TOPIC_SWITCH_HEAD_CHARS]).replace("’", "'")
+    return _TOPIC_SWITCH.search(head) is not None
 
 
 def since_topic_switch(turns: Sequence[str]) -> list[str]:
@@ -99,12 +106,17 @@ def since_topic_switch(turns: Sequence[str]) -> list[str]:
     return list(turns[start:])
 
 
+def turns_read(history_window: int = 0, blend: bool = True) -> int:
+    """How many of the newest turns a router reads."""
+    return max(history_window + 1, MAX_TURNS if blend else 0)
+
+
 def request_texts(turns: Sequence[str], history_window: int = 0, blend: bool = True,
                   max_chars: int = DEFAULT_MAX_CHARS) -> tuple[ClassifiedText, str | None]:
     """What a router classifies of a person's turns (oldest first): the last turn with up to
     `history_window` earlier ones; and, with `blend`, the conversation (at most `MAX_TURNS` newest
     turns joined), or None where it is that same text. Both start at the newest topic switch."""
-    turns = since_topic_switch(turns[-max(history_window + 1, MAX_TURNS if blend else 0):])
+    turns = since_topic_switch(turns[-turns_read(history_window, blend):])
     classified = classified_text(turns, history_window, max_chars)
     if not blend:
         return classified, None

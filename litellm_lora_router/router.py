@@ -26,7 +26,7 @@ from .decision import Decision, TenantPolicy, fallback_decision, select_adapter,
 from .errors import ConfigError, ConfigIssue
 from .extras import require_extras
 from .formats import ApiFormat, person_turns
-from .messages import MAX_TURNS, ClassifiedText, request_texts
+from .messages import ClassifiedText, request_texts, turns_read
 from .telemetry import NullTelemetry, Telemetry
 
 __all__ = ["LoraRouter", "Routed"]
@@ -249,8 +249,7 @@ class LoraRouter:
         before one that says it changes the subject ("unrelated, ...") are not read."""
         options = self.config.lora_router
         blend = options.history_blend and self._reads_context  # no classifier reads it: no context, no key part
-        newest = max(options.history_window + 1, MAX_TURNS if blend else 0)
-        turns = person_turns(request, api_format, newest=newest)
+        turns = person_turns(request, api_format, newest=turns_read(options.history_window, blend))
         return request_texts(turns, options.history_window, blend, options.max_text_chars)
 
     async def classify_request(self, request: dict[str, Any], api_format: ApiFormat = "chat",

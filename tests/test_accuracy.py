@@ -138,6 +138,25 @@ async def test_temperature_is_calibrated_on_the_logits_the_router_computes(
         await router.aclose()
 
 
+@pytest.mark.usefixtures("default_models")
+async def test_calibration_requests_are_what_the_router_reads_of_each_dev_row() -> None:
+    """The temperature is fitted on (last turn, conversation) pairs: for every dev row they are
+    the texts the router classifies (a topic switch starts the conversation there too)."""
+    from litellm_lora_router.training import calibration_request
+
+    router = guide_router()
+    try:
+        switched = 0
+        for row in corpus_split()["dev"]:
+            request = convo(row["text"]) if "text" in row else {"model": "MoM", "messages": row["messages"]}
+            classified, context = router.texts_to_classify(request)
+            assert calibration_request(row) == (classified.text, context or classified.text, row["label"]), row["id"]
+            switched += "messages" in row and context is None
+        assert switched > 0  # dev has conversations whose last turn changes the subject
+    finally:
+        await router.aclose()
+
+
 def test_train_defaults_copies_a_build_and_replaces_a_stale_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

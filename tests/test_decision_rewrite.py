@@ -145,9 +145,18 @@ def test_text_to_classify() -> None:
     ("perfetta. cambiando argomento, ho comprato un frigo online", True),
     ("好了解决了，谢谢！顺便问一下，周末去成都吃什么？", True),
     ("わかりました。ところで、庭の盆栽の手入れは？", True),
-    ("and what if he still refuses?", False),  # a follow-up
+    ("non c’entra, ma il mio capo non mi paga", True),  # a typographic apostrophe
+    ("Übrigens, mein Vermieter", True),  # a decomposed accent
+    ("and what if he still refuses?", False),  # follow-ups on the same subject:
+    ("btw I already tried restarting the router", False),
+    ("could the rash be unrelated to the antibiotics?", False),
+    ("I have another question about the same contract", False),
+    ("Y a-t-il autre chose que je puisse faire ?", False),
+    ("Übrigens habe ich Windows 11", False),
+    ("你说对了，那第二步呢？", False),
+    ("how do I switch gears on a hill?", False),
     ("my unrelatedness test", False),  # whole words only
-    ("I told my landlord about the leak weeks ago and he did nothing at all, and now, by the way", False),  # too deep
+    ("I told my landlord about the leak weeks ago and he did nothing at all, not once. By the way, can he", False),
 ])
 def test_switches_topic(turn: str, switches: bool) -> None:
     assert switches_topic(turn) is switches
@@ -158,7 +167,7 @@ def test_a_conversation_is_read_from_its_newest_topic_switch() -> None:
     history window; a follow-up after the switch keeps the switch's turn."""
     cooking, switch, follow_up = "best pasta for a quick dinner?", "ok. unrelated, my landlord kept my deposit", "and then?"
     assert since_topic_switch([cooking, switch, follow_up]) == [switch, follow_up]
-    assert since_topic_switch(["unrelated, first turn", follow_up]) == ["unrelated, first turn", follow_up]
+    assert since_topic_switch([cooking, "btw, the oven is electric", switch, follow_up]) == [switch, follow_up]  # the newest
     classified, context = request_texts([cooking, switch])
     assert (classified.text, context) == (switch, None)  # the switch alone: no conversation to blend
     classified, context = request_texts([cooking, switch, follow_up], history_window=2)

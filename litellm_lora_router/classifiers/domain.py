@@ -143,7 +143,8 @@ class HeadModel:
         self._encodings = list({id(e): e for h in (self._head, self._context_head) for e in h.encodings}.values())
 
     async def probabilities(self, text: str) -> Probabilities:
-        """For the last turn: with a `sentence_weight`, its logits blended with its longest sentence's."""
+        """For the text classified (the last turn; with `history_window`, the turns joined): with a
+        `sentence_weight`, its logits blended with its longest sentence's."""
         sentence = longest_sentence(text) if self._sentence_weight else None
         if sentence is None:
             return await self._softmax(self._head, text)
